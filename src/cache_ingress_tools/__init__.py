@@ -1,0 +1,1 @@
+"""Operator and developer tooling for cache-ingress (never imported by the Lambda)."""

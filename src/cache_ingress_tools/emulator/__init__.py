@@ -1,0 +1,1 @@
+"""The embedded AWS: moto plus the cache-security-group emulation."""
