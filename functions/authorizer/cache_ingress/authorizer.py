@@ -1,0 +1,255 @@
+"""One event, end to end: intake → current state → policy → grants → one summary.
+
+Every event ends in exactly one of three ways: all decisions made (returned), in the
+dead-letter queue (returned, with the message id), or raised for Lambda to retry
+(`TransientFailureError`). Nothing is dropped: if the dead-letter send fails, it raises.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from cache_ingress.decisions import decide
+from cache_ingress.envelope import function_envelope
+from cache_ingress.errors import (
+    AwsCallError,
+    MalformedEventError,
+    PolicyError,
+    TransientFailureError,
+)
+from cache_ingress.intake import Ignored, parse_event
+from cache_ingress.models import Decision, FailureKind, Outcome, SecurityGroupFacts, TagRequest
+from cache_ingress.observability import logger, metrics
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from cache_ingress.deadletter import DeadLetterQueue
+    from cache_ingress.grants import Granter
+    from cache_ingress.policy_source import PolicySource
+    from cache_ingress.settings import Settings
+
+DescribeGroups = Callable[[Sequence[str]], dict[str, SecurityGroupFacts]]
+
+_METRIC_NAMES = {
+    Outcome.AUTHORIZED: "Authorized",
+    Outcome.ALREADY_AUTHORIZED: "AlreadyAuthorized",
+    Outcome.DENIED: "Denied",
+    Outcome.NOT_APPLICABLE: "NotApplicable",
+    Outcome.DRY_RUN: "DryRun",
+    Outcome.FAILED: "Failed",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """What the dead-letter envelope needs to know about this invocation."""
+
+    request_id: str
+    function_arn: str
+
+    @classmethod
+    def from_context(cls, context: LambdaContext | None) -> Invocation:
+        if context is None:
+            return cls("local", "local")
+        return cls(context.aws_request_id, context.invoked_function_arn)
+
+
+class Authorizer:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        policies: PolicySource,
+        describe_groups: DescribeGroups,
+        granter: Callable[[], Granter],
+        dead_letters: Callable[[], DeadLetterQueue],
+    ) -> None:
+        self._settings = settings
+        self._policies = policies
+        self._describe_groups = describe_groups
+        self._granter = granter
+        self._dead_letters = dead_letters
+
+    def handle(self, event: object, context: LambdaContext | None = None) -> dict[str, Any]:
+        """Process one event; returns its summary or raises TransientFailureError."""
+        invocation = Invocation.from_context(context)
+        metrics.add_metric(name="Events", unit=MetricUnit.Count, value=1)
+        try:
+            return self._handle(event, invocation, context)
+        except TransientFailureError:
+            raise
+        except (MalformedEventError, PolicyError) as exc:
+            return self._dead_letter(event, invocation, exc.code, str(exc))
+        except AwsCallError as exc:
+            if exc.transient:
+                logger.warning(
+                    "transient failure", extra={"error_code": exc.code, "error": str(exc)}
+                )
+                raise TransientFailureError(str(exc)) from exc
+            return self._dead_letter(event, invocation, exc.code, str(exc))
+        except Exception as exc:
+            logger.exception("unexpected error")
+            return self._dead_letter(
+                event, invocation, "UnexpectedError", f"{type(exc).__name__}: {exc}"
+            )
+
+    def _handle(
+        self, event: object, invocation: Invocation, context: LambdaContext | None
+    ) -> dict[str, Any]:
+        parsed = parse_event(event)
+        if isinstance(parsed, Ignored):
+            logger.info(
+                "event ignored",
+                extra={
+                    "event_id": parsed.event_id,
+                    "reason": parsed.reason,
+                    "source": parsed.source,
+                    "detail_type": parsed.detail_type,
+                },
+            )
+            metrics.add_metric(name="Ignored", unit=MetricUnit.Count, value=1)
+            return _summary(parsed.event_id, "ignored", [], self._settings.dry_run, parsed.reason)
+        policy = self._policies.current()
+        groups = self._describe_groups(parsed.group_ids) if self._in_scope(parsed) else {}
+        plan = decide(
+            parsed,
+            groups,
+            policy,
+            account_id=self._settings.account_id,
+            region=self._settings.region,
+        )
+        decisions = plan.decisions + self._grant(plan.grants, parsed, context)
+        for decision in decisions:
+            _log_decision(parsed, decision)
+        transient = [d for d in decisions if d.failure is FailureKind.TRANSIENT]
+        if transient:
+            raise TransientFailureError(
+                f"{len(transient)} grant(s) failed transiently and will be retried: "
+                + "; ".join(d.reason for d in transient[:5])
+            )
+        permanent = [d for d in decisions if d.failure is FailureKind.PERMANENT]
+        if permanent:
+            message = f"{len(permanent)} grant(s) failed permanently: " + "; ".join(
+                d.reason for d in permanent[:5]
+            )
+            return self._dead_letter(
+                event, invocation, "GrantFailed", message, decisions, parsed.event_id
+            )
+        return _summary(parsed.event_id, "completed", decisions, self._settings.dry_run)
+
+    def _in_scope(self, request: TagRequest) -> bool:
+        return (request.account, request.region) == (
+            self._settings.account_id,
+            self._settings.region,
+        )
+
+    def _grant(
+        self, grants: Sequence[Any], request: TagRequest, context: LambdaContext | None
+    ) -> list[Decision]:
+        if not grants:
+            return []
+        if self._settings.dry_run:
+            return [
+                Decision(
+                    g.group_id,
+                    g.target,
+                    Outcome.DRY_RUN,
+                    "dry run: would authorize",
+                    group_name=g.group_name,
+                    owner_id=g.owner_id,
+                    cache_security_group=g.cache_security_group,
+                    principal=request.principal,
+                )
+                for g in grants
+            ]
+        granter = self._granter()
+        if context is not None:
+            granter.register(context)
+        return [granter.grant(grant, request.principal) for grant in grants]
+
+    def _dead_letter(
+        self,
+        event: object,
+        invocation: Invocation,
+        error_type: str,
+        message: str,
+        decisions: Sequence[Decision] = (),
+        event_id: str | None = None,
+    ) -> dict[str, Any]:
+        envelope = function_envelope(
+            event,
+            error_type=error_type,
+            error_message=message,
+            request_id=invocation.request_id,
+            function_arn=invocation.function_arn,
+            decisions=[d.as_log_fields() for d in decisions],
+        )
+        event_id = event_id or _event_id(event)
+        try:
+            message_id = self._dead_letters().send(envelope, error_type=error_type)
+        except Exception as exc:
+            logger.error(
+                "dead-letter send failed",
+                extra={"event_id": event_id, "error_type": error_type, "error": str(exc)},
+            )
+            raise TransientFailureError(
+                f"event could not be dead-lettered ({exc}); raising so Lambda retries it"
+            ) from exc
+        logger.error(
+            "event dead-lettered",
+            extra={
+                "event_id": event_id,
+                "error_type": error_type,
+                "reason": message,
+                "message_id": message_id,
+            },
+        )
+        metrics.add_metric(name="DeadLettered", unit=MetricUnit.Count, value=1)
+        summary = _summary(event_id, "dead-lettered", decisions, self._settings.dry_run, message)
+        summary["errorType"] = error_type
+        summary["deadLetterMessageId"] = message_id
+        return summary
+
+
+def _event_id(event: object) -> str | None:
+    event_id = event.get("id") if isinstance(event, dict) else None
+    return event_id[:128] if isinstance(event_id, str) else None
+
+
+def _log_decision(request: TagRequest, decision: Decision) -> None:
+    fields = {"event_id": request.event_id, **decision.as_log_fields()}
+    if request.replay_name:
+        fields["replay_name"] = request.replay_name
+    message = f"ingress {decision.outcome}"
+    if decision.outcome is Outcome.FAILED:
+        logger.error(message, extra=fields)
+    elif decision.outcome is Outcome.DENIED:
+        logger.warning(message, extra=fields)
+    else:
+        logger.info(message, extra=fields)
+    metrics.add_metric(name=_METRIC_NAMES[decision.outcome], unit=MetricUnit.Count, value=1)
+
+
+def _summary(
+    event_id: str | None,
+    status: str,
+    decisions: Sequence[Decision],
+    dry_run: bool,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "eventId": event_id,
+        "status": status,
+        "dryRun": dry_run,
+        "counts": dict(Counter(str(d.outcome) for d in decisions)),
+        "decisions": [d.as_log_fields() for d in decisions],
+    }
+    if reason is not None:
+        summary["reason"] = reason
+    return summary

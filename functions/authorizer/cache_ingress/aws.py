@@ -1,0 +1,94 @@
+"""boto3 clients, created once per execution environment and lazily; tests inject their own.
+
+Also the one place that turns botocore errors into the project's AwsCallError, so every
+adapter classifies faults the same way.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+
+from cache_ingress.errors import AwsCallError
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
+
+# Bounded so that a hung dependency becomes a transient failure well inside the timeout.
+CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 3},
+    connect_timeout=3,
+    read_timeout=10,
+)
+
+_TRANSIENT_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "InternalError",
+        "InternalFailure",
+        "InternalServerError",
+        "InternalServerErrorException",
+        "InvalidCacheSecurityGroupState",
+        "TransactionConflict",
+    }
+)
+_TRANSPORT_ERRORS = (
+    EndpointConnectionError,
+    ConnectTimeoutError,
+    ReadTimeoutError,
+    ConnectionClosedError,
+)
+
+
+class Clients:
+    """Lazily created clients for one region; `inject` replaces one in tests."""
+
+    def __init__(self, region: str | None = None) -> None:
+        self._region = region
+        self._clients: dict[str, BaseClient] = {}
+
+    def get(self, service: str) -> Any:
+        client = self._clients.get(service)
+        if client is None:
+            client = boto3.client(service, region_name=self._region, config=CLIENT_CONFIG)  # type: ignore[call-overload]
+            self._clients[service] = client
+        return client
+
+    def inject(self, service: str, client: BaseClient) -> None:
+        self._clients[service] = client
+
+
+def aws_call_error(exc: Exception, action: str) -> AwsCallError:
+    """Classify a botocore failure as transient (retry) or permanent (dead-letter)."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", "Unknown"))
+        message = str(error.get("Message", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        transient = code in _TRANSIENT_CODES or status >= 500
+        return AwsCallError(f"{action} failed: {code}: {message}", code=code, transient=transient)
+    if isinstance(exc, _TRANSPORT_ERRORS):
+        return AwsCallError(f"{action} failed: {exc}", code=type(exc).__name__, transient=True)
+    if isinstance(exc, BotoCoreError):
+        return AwsCallError(f"{action} failed: {exc}", code=type(exc).__name__, transient=False)
+    raise TypeError(f"not a botocore error: {type(exc).__name__}") from exc

@@ -1,0 +1,192 @@
+"""Where the decision is made: a pure function over the request, the groups as they are
+now, and the policy. It never calls AWS, so every rule is tested with plain data.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from cache_ingress.models import Decision, Grant, Outcome, SecurityGroupFacts, TagRequest
+from cache_ingress.policy import Policy, Target
+
+_ACCOUNT = re.compile(r"\d{12}")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Decisions already final (denied, not applicable) and the grants the policy allows."""
+
+    decisions: list[Decision] = field(default_factory=list)
+    grants: list[Grant] = field(default_factory=list)
+
+
+def target_names(tag_value: str) -> tuple[str, ...]:
+    """Target names in a tag value: comma-separated, trimmed, empty items and repeats dropped."""
+    return tuple(dict.fromkeys(name.strip() for name in tag_value.split(",") if name.strip()))
+
+
+def decide(
+    request: TagRequest,
+    groups: Mapping[str, SecurityGroupFacts],
+    policy: Policy,
+    *,
+    account_id: str,
+    region: str,
+) -> Plan:
+    """Decide every (group, target) pair the request names, on the groups' current state.
+
+    `groups` holds the groups that exist now; a named group missing from it no longer exists.
+    """
+    plan = Plan()
+    for group_id in request.group_ids:
+        if request.account != account_id:
+            plan.decisions.append(_event_elsewhere(group_id, request, "account", account_id))
+        elif request.region != region:
+            plan.decisions.append(_event_elsewhere(group_id, request, "region", region))
+        elif group_id not in groups:
+            plan.decisions.append(
+                Decision(group_id, None, Outcome.NOT_APPLICABLE, "the group no longer exists")
+            )
+        else:
+            _decide_group(plan, request, groups[group_id], policy, account_id, region)
+    return plan
+
+
+def _event_elsewhere(group_id: str, request: TagRequest, scope: str, ours: str) -> Decision:
+    theirs = request.account if scope == "account" else request.region
+    return Decision(
+        group_id,
+        None,
+        Outcome.DENIED,
+        f"event comes from {scope} {theirs}; this function serves {scope} {ours}",
+        rule=f"event-{scope}",
+        principal=request.principal,
+    )
+
+
+def _decide_group(
+    plan: Plan,
+    request: TagRequest,
+    group: SecurityGroupFacts,
+    policy: Policy,
+    account_id: str,
+    region: str,
+) -> None:
+    tag_value = group.tags.get(policy.tag_key)
+    names = target_names(tag_value) if tag_value is not None else ()
+    if not names:
+        reason = (
+            f"the group has no {policy.tag_key} tag now"
+            if tag_value is None
+            else f"the {policy.tag_key} tag names no target"
+        )
+        plan.decisions.append(_decision(group, request, None, Outcome.NOT_APPLICABLE, reason))
+        return
+    for name in names:
+        target = policy.targets.get(name)
+        if target is None:
+            plan.decisions.append(
+                _decision(
+                    group,
+                    request,
+                    name,
+                    Outcome.DENIED,
+                    "no such target in the policy",
+                    rule="unknown-target",
+                )
+            )
+            continue
+        denial = next(_denials(group, request, target, account_id, region), None)
+        if denial is not None:
+            rule, reason = denial
+            plan.decisions.append(
+                _decision(
+                    group,
+                    request,
+                    target.name,
+                    Outcome.DENIED,
+                    reason,
+                    rule=rule,
+                    cache_security_group=target.cache_security_group,
+                )
+            )
+            continue
+        plan.grants.append(
+            Grant(
+                event_id=request.event_id,
+                target=target.name,
+                cache_security_group=target.cache_security_group,
+                group_id=group.group_id,
+                group_name=group.group_name,
+                owner_id=group.owner_id,
+            )
+        )
+
+
+def _denials(
+    group: SecurityGroupFacts, request: TagRequest, target: Target, account_id: str, region: str
+) -> Iterator[tuple[str, str]]:
+    """Every rule the pair breaks, in review order; the first one is reported."""
+    target_region = target.region or region
+    if group.region != target_region:
+        yield (
+            "same-region",
+            f"the group is in {group.region} and the cache in {target_region}; "
+            "ingress cannot cross regions",
+        )
+    if not _ACCOUNT.fullmatch(group.owner_id):
+        yield "owner-id", f"owner id {group.owner_id[:32]!r} is not a 12-digit account id"
+    owners = target.allow.owner_accounts or (account_id,)
+    if group.owner_id not in owners:
+        yield "owner-accounts", f"owner {group.owner_id[:32]} is not an allowed owner account"
+    for key, accepted in target.allow.required_tags.items():
+        if group.tags.get(key) not in accepted:
+            state = "is missing" if key not in group.tags else "has a value not accepted"
+            yield "required-tags", f"required tag {key!r} {state}"
+    if target.allow.principals is not None:
+        if request.principal is None:
+            yield (
+                "principals",
+                "the target requires a listed principal and this event names none "
+                "(Tag Change events never do)",
+            )
+        elif not any(
+            _glob(pattern).fullmatch(request.principal) for pattern in target.allow.principals
+        ):
+            yield (
+                "principals",
+                f"principal {request.principal} is not allowed to tag for this target",
+            )
+
+
+def _decision(
+    group: SecurityGroupFacts,
+    request: TagRequest,
+    target: str | None,
+    outcome: Outcome,
+    reason: str,
+    *,
+    rule: str | None = None,
+    cache_security_group: str | None = None,
+) -> Decision:
+    return Decision(
+        group_id=group.group_id,
+        target=target,
+        outcome=outcome,
+        reason=reason,
+        rule=rule,
+        group_name=group.group_name,
+        owner_id=group.owner_id,
+        cache_security_group=cache_security_group,
+        principal=request.principal,
+    )
+
+
+@lru_cache(maxsize=256)
+def _glob(pattern: str) -> re.Pattern[str]:
+    """Principal patterns: `*` is any run of characters, `?` one; nothing else is special."""
+    parts = (".*" if char == "*" else "." if char == "?" else re.escape(char) for char in pattern)
+    return re.compile("".join(parts), re.DOTALL)

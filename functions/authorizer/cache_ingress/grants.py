@@ -1,0 +1,104 @@
+"""Grants, made at most once per (event, grant) through a DynamoDB idempotency record.
+
+Only successes are recorded: a failure raises inside the idempotent call, Powertools deletes
+the in-progress record, and a retry or a replay of the event runs the grant again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyPersistenceLayerError,
+)
+
+from cache_ingress.errors import AwsCallError
+from cache_ingress.models import Decision, FailureKind, Grant, Outcome
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+# Independent of the Lambda function's name, so the operator's local replay and the deployed
+# function share one record per grant.
+KEY_PREFIX = "cache-ingress.grant"
+
+
+def _authorize_recorded(*, grant: Grant, authorize: Callable[[Grant], Outcome]) -> dict[str, str]:
+    return {"outcome": str(authorize(grant))}
+
+
+class Granter:
+    """Makes grants through one authorize function, each guarded by its idempotency record."""
+
+    def __init__(
+        self,
+        authorize: Callable[[Grant], Outcome],
+        persistence: BasePersistenceLayer,
+        *,
+        expiry_seconds: int,
+    ) -> None:
+        self._authorize = authorize
+        self._config = IdempotencyConfig(
+            expires_after_seconds=expiry_seconds, raise_on_no_idempotency_key=True
+        )
+        self._authorize_once: Callable[..., dict[str, Any]] = idempotent_function(
+            _authorize_recorded,
+            data_keyword_argument="grant",
+            persistence_store=persistence,
+            config=self._config,
+            key_prefix=KEY_PREFIX,
+        )
+
+    def register(self, context: LambdaContext) -> None:
+        """Let in-progress records expire with this invocation, so a timeout never blocks."""
+        self._config.register_lambda_context(context)
+
+    def grant(self, grant: Grant, principal: str | None) -> Decision:
+        try:
+            result = self._authorize_once(grant=grant, authorize=self._authorize)
+        except AwsCallError as exc:
+            kind = FailureKind.TRANSIENT if exc.transient else FailureKind.PERMANENT
+            return _decision(grant, principal, Outcome.FAILED, str(exc), kind, exc.code)
+        except IdempotencyAlreadyInProgressError:
+            reason = "another execution is making this grant now; retrying later"
+            return _decision(
+                grant, principal, Outcome.FAILED, reason, FailureKind.TRANSIENT, "InProgress"
+            )
+        except IdempotencyPersistenceLayerError as exc:
+            reason = f"the idempotency record could not be written or read: {exc}"
+            return _decision(
+                grant, principal, Outcome.FAILED, reason, FailureKind.TRANSIENT, "IdempotencyStore"
+            )
+        outcome = Outcome(result["outcome"])
+        reason = (
+            "ingress authorized"
+            if outcome is Outcome.AUTHORIZED
+            else "the cache security group already allows this group"
+        )
+        return _decision(grant, principal, outcome, reason)
+
+
+def _decision(
+    grant: Grant,
+    principal: str | None,
+    outcome: Outcome,
+    reason: str,
+    failure: FailureKind | None = None,
+    error_code: str | None = None,
+) -> Decision:
+    return Decision(
+        group_id=grant.group_id,
+        target=grant.target,
+        outcome=outcome,
+        reason=reason,
+        group_name=grant.group_name,
+        owner_id=grant.owner_id,
+        cache_security_group=grant.cache_security_group,
+        principal=principal,
+        failure=failure,
+        error_code=error_code,
+    )

@@ -1,0 +1,176 @@
+"""Event intake: turn an EventBridge event into the security groups to look at, or a reason.
+
+Only the shape of the event is read here. What the groups carry *now* is read from EC2
+later, so nothing in the event (tags, values) ever decides a grant by itself.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cache_ingress.errors import MalformedEventError
+from cache_ingress.models import TagRequest
+
+TAG_CHANGE = ("aws.tag", "Tag Change on Resource")
+CLOUDTRAIL = ("aws.ec2", "AWS API Call via CloudTrail")
+CLOUDTRAIL_CALLS = frozenset({"CreateTags", "DeleteTags", "CreateSecurityGroup"})
+MAX_GROUPS_PER_EVENT = 1000
+
+_GROUP_ID = re.compile(r"sg-[0-9a-f]{8,17}")
+_GROUP_ARN = re.compile(
+    r"arn:aws[a-z-]*:ec2:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):security-group/(?P<id>[^/]+)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A well-formed event that asks nothing of this function, and why."""
+
+    event_id: str
+    reason: str
+    source: str | None = None
+    detail_type: str | None = None
+
+
+def parse_event(event: object) -> TagRequest | Ignored:
+    """Read an EventBridge event. Raises MalformedEventError naming what is wrong."""
+    envelope = _mapping(event, "event")
+    event_id = _string(envelope, "id", "event")
+    source = _string(envelope, "source", "event")
+    detail_type = _string(envelope, "detail-type", "event")
+    account = _string(envelope, "account", "event")
+    region = _string(envelope, "region", "event")
+    detail = _mapping(envelope.get("detail"), "event.detail")
+    common = {
+        "event_id": event_id,
+        "source": source,
+        "detail_type": detail_type,
+        "account": account,
+        "region": region,
+        "replay_name": _optional_string(envelope, "replay-name", "event"),
+    }
+    if (source, detail_type) == TAG_CHANGE:
+        return _tag_change(envelope, detail, common)
+    if (source, detail_type) == CLOUDTRAIL:
+        return _cloudtrail(detail, common)
+    return Ignored(
+        event_id,
+        f"source {source!r} with detail-type {detail_type!r} is not a security-group tag event",
+        source,
+        detail_type,
+    )
+
+
+def _tag_change(
+    envelope: Mapping[str, Any], detail: Mapping[str, Any], common: dict[str, Any]
+) -> TagRequest | Ignored:
+    service = _optional_string(detail, "service", "event.detail")
+    resource_type = _optional_string(detail, "resource-type", "event.detail")
+    if (service, resource_type) != ("ec2", "security-group"):
+        return _ignored(common, f"tag change on {service}/{resource_type}, not ec2/security-group")
+    if "tags" in detail:
+        _mapping(detail["tags"], "event.detail.tags")
+    resources = _list(envelope.get("resources"), "event.resources")
+    group_ids = []
+    for index, resource in enumerate(resources):
+        where = f"event.resources[{index}]"
+        if not isinstance(resource, str):
+            raise MalformedEventError(f"{where} must be a string ARN")
+        match = _GROUP_ARN.fullmatch(resource)
+        if match is None:
+            raise MalformedEventError(
+                f"{where} is not an EC2 security-group ARN: {resource[:120]!r}"
+            )
+        group_ids.append(_group_id(match["id"], where))
+    if not group_ids:
+        raise MalformedEventError("event.resources names no security group")
+    return TagRequest(group_ids=_unique(group_ids), **common)
+
+
+def _cloudtrail(detail: Mapping[str, Any], common: dict[str, Any]) -> TagRequest | Ignored:
+    event_source = _optional_string(detail, "eventSource", "event.detail")
+    event_name = _string(detail, "eventName", "event.detail")
+    if event_source != "ec2.amazonaws.com" or event_name not in CLOUDTRAIL_CALLS:
+        return _ignored(common, f"CloudTrail call {event_source}:{event_name} does not tag groups")
+    error_code = detail.get("errorCode")
+    if error_code is not None:
+        return _ignored(
+            common, f"{event_name} failed with {str(error_code)[:100]}; it changed nothing"
+        )
+    principal = None
+    if "userIdentity" in detail:
+        identity = _mapping(detail["userIdentity"], "event.detail.userIdentity")
+        principal = _optional_string(identity, "arn", "event.detail.userIdentity")
+    if event_name == "CreateSecurityGroup":
+        response = _mapping(detail.get("responseElements"), "event.detail.responseElements")
+        where = "event.detail.responseElements.groupId"
+        group_ids = [
+            _group_id(_string(response, "groupId", "event.detail.responseElements"), where)
+        ]
+    else:
+        group_ids = list(_tagged_group_ids(detail))
+    if not group_ids:
+        return _ignored(common, f"{event_name} named no security group")
+    return TagRequest(
+        group_ids=_unique(group_ids), principal=principal, event_name=event_name, **common
+    )
+
+
+def _tagged_group_ids(detail: Mapping[str, Any]) -> Iterable[str]:
+    where = "event.detail.requestParameters"
+    parameters = _mapping(detail.get("requestParameters"), where)
+    resources = _mapping(parameters.get("resourcesSet"), f"{where}.resourcesSet")
+    items = _list(resources.get("items"), f"{where}.resourcesSet.items")
+    for index, item in enumerate(items):
+        item_where = f"{where}.resourcesSet.items[{index}]"
+        resource_id = _string(_mapping(item, item_where), "resourceId", item_where)
+        if resource_id.startswith("sg-"):
+            yield _group_id(resource_id, f"{item_where}.resourceId")
+
+
+def _group_id(value: str, where: str) -> str:
+    if not _GROUP_ID.fullmatch(value):
+        raise MalformedEventError(f"{where} is not a security group id: {value[:64]!r}")
+    return value
+
+
+def _unique(group_ids: list[str]) -> tuple[str, ...]:
+    unique = tuple(dict.fromkeys(group_ids))
+    if len(unique) > MAX_GROUPS_PER_EVENT:
+        raise MalformedEventError(
+            f"event names {len(unique)} security groups; at most {MAX_GROUPS_PER_EVENT} are handled"
+        )
+    return unique
+
+
+def _ignored(common: Mapping[str, Any], reason: str) -> Ignored:
+    return Ignored(common["event_id"], reason, common["source"], common["detail_type"])
+
+
+def _mapping(value: object, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise MalformedEventError(f"{where} must be an object, got {type(value).__name__}")
+    return value
+
+
+def _list(value: object, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise MalformedEventError(f"{where} must be a list, got {type(value).__name__}")
+    return value
+
+
+def _string(mapping: Mapping[str, Any], key: str, where: str) -> str:
+    value = mapping.get(key)
+    if not isinstance(value, str) or not value:
+        raise MalformedEventError(f"{where}.{key} must be a non-empty string")
+    return value
+
+
+def _optional_string(mapping: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = mapping.get(key)
+    if value is not None and not isinstance(value, str):
+        raise MalformedEventError(f"{where}.{key} must be a string")
+    return value

@@ -1,0 +1,244 @@
+"""The policy document: its model, and parsing with validation that names the bad field.
+
+Reference (the README repeats it for reviewers)::
+
+    version: 1
+    tag_key: cache-ingress          # tag on the EC2 group; value: comma-separated target names
+    targets:
+      orders:                       # a name used in tag values: letters, digits, . _ -
+        cache_security_group: orders-cache-sg
+        region: us-east-1           # optional; default: the function's region
+        allow:
+          owner_accounts: ["111122223333"]   # optional; default: the function's own account
+          required_tags: {env: prod}         # optional; value or list of accepted values
+          principals: ["arn:aws:sts::111122223333:assumed-role/platform/*"]  # optional
+
+A target names exactly one destination kind; `cache_security_group` is the classic kind.
+Anything not in this reference is an error: a typo must never widen or narrow access silently.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import yaml
+
+from cache_ingress.errors import PolicyError
+
+POLICY_VERSION = 1
+TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_CACHE_GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,254}")
+_ACCOUNT = re.compile(r"\d{12}")
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
+_TAG_KEY_MAX = 128
+_TAG_VALUE_MAX = 256
+
+
+class TargetKind(StrEnum):
+    CACHE_SECURITY_GROUP = "cache-security-group"
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    """Who may be granted: each set rule must hold, now, for the grant to be made."""
+
+    owner_accounts: tuple[str, ...] | None = None
+    required_tags: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    principals: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    kind: TargetKind
+    cache_security_group: str
+    region: str | None
+    allow: Allow
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    version: int
+    tag_key: str
+    targets: Mapping[str, Target]
+
+
+def parse_policy(text: str, *, source: str, expected_tag_key: str | None = None) -> Policy:
+    """Parse YAML (or JSON) policy text. Raises PolicyError naming the source and field."""
+    document = _load(text, source)
+    try:
+        policy = _policy(document)
+    except PolicyError as exc:
+        raise PolicyError(f"policy {source}: {exc}") from None
+    if expected_tag_key is not None and policy.tag_key != expected_tag_key:
+        raise PolicyError(
+            f"policy {source}: tag_key {policy.tag_key!r} differs from the stack's tag key "
+            f"{expected_tag_key!r}; the event rules only deliver changes to {expected_tag_key!r}"
+        )
+    return policy
+
+
+def _load(text: str, source: str) -> object:
+    stripped = text.lstrip()
+    try:
+        if stripped.startswith("{"):
+            return json.loads(text, object_pairs_hook=_unique_json_keys)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except (ValueError, yaml.YAMLError) as exc:
+        raise PolicyError(f"policy {source}: not valid YAML or JSON: {exc}") from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of keeping the last one."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    mapping: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        mapping[key] = loader.construct_object(value_node, deep=True)
+    return mapping
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
+)
+
+
+def _unique_json_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    mapping: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in mapping:
+            raise ValueError(f"duplicate key {key!r}")
+        mapping[key] = value
+    return mapping
+
+
+def _policy(document: object) -> Policy:
+    root = _object(
+        document,
+        "(top level)",
+        required=frozenset({"version", "targets"}),
+        optional=frozenset({"tag_key"}),
+    )
+    if root["version"] != POLICY_VERSION or isinstance(root["version"], bool):
+        raise PolicyError(f"version: must be {POLICY_VERSION}, got {root['version']!r}")
+    tag_key = root.get("tag_key", "cache-ingress")
+    if not isinstance(tag_key, str) or not 0 < len(tag_key.strip()) <= _TAG_KEY_MAX:
+        raise PolicyError("tag_key: must be a non-empty string of at most 128 characters")
+    raw_targets = root["targets"]
+    if not isinstance(raw_targets, Mapping) or not raw_targets:
+        raise PolicyError("targets: must be a mapping naming at least one target")
+    targets = {}
+    for name, raw in raw_targets.items():
+        if not isinstance(name, str) or not TARGET_NAME.fullmatch(name):
+            raise PolicyError(
+                f"targets.{name}: a target name is 1-64 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
+        targets[name] = _target(name, raw)
+    return Policy(version=POLICY_VERSION, tag_key=tag_key.strip(), targets=targets)
+
+
+def _target(name: str, raw: object) -> Target:
+    where = f"targets.{name}"
+    body = _object(
+        raw,
+        where,
+        required=frozenset({"cache_security_group"}),
+        optional=frozenset({"region", "allow"}),
+    )
+    cache_group = body["cache_security_group"]
+    if not isinstance(cache_group, str) or not _CACHE_GROUP_NAME.fullmatch(cache_group):
+        raise PolicyError(
+            f"{where}.cache_security_group: must be a cache security group name "
+            "(letters, digits and hyphens, at most 255)"
+        )
+    region = body.get("region")
+    if region is not None and (not isinstance(region, str) or not _REGION.fullmatch(region)):
+        raise PolicyError(f"{where}.region: must be an AWS region such as us-east-1")
+    return Target(
+        name=name,
+        kind=TargetKind.CACHE_SECURITY_GROUP,
+        cache_security_group=cache_group,
+        region=region,
+        allow=_allow(body.get("allow", {}), f"{where}.allow"),
+    )
+
+
+def _allow(raw: object, where: str) -> Allow:
+    body = _object(
+        raw, where, optional=frozenset({"owner_accounts", "required_tags", "principals"})
+    )
+    owners = None
+    if "owner_accounts" in body:
+        owners = _strings(body["owner_accounts"], f"{where}.owner_accounts")
+        for owner in owners:
+            if not _ACCOUNT.fullmatch(owner):
+                raise PolicyError(
+                    f"{where}.owner_accounts: {owner!r} is not a 12-digit account id "
+                    "(quote account ids in YAML so leading zeros survive)"
+                )
+    principals = None
+    if "principals" in body:
+        principals = _strings(body["principals"], f"{where}.principals")
+        for pattern in principals:
+            if not pattern.startswith("arn:"):
+                raise PolicyError(f"{where}.principals: {pattern!r} must be an ARN pattern")
+    return Allow(
+        owner_accounts=owners,
+        required_tags=_required_tags(body.get("required_tags", {}), f"{where}.required_tags"),
+        principals=principals,
+    )
+
+
+def _required_tags(raw: object, where: str) -> dict[str, tuple[str, ...]]:
+    if not isinstance(raw, Mapping):
+        raise PolicyError(f"{where}: must be a mapping of tag key to value or list of values")
+    tags = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or not 0 < len(key) <= _TAG_KEY_MAX:
+            raise PolicyError(f"{where}: tag key {key!r} must be a string of 1-128 characters")
+        values = (value,) if isinstance(value, str) else _strings(value, f"{where}.{key}")
+        if any(len(item) > _TAG_VALUE_MAX for item in values):
+            raise PolicyError(f"{where}.{key}: tag values are at most 256 characters")
+        tags[key] = values
+    return tags
+
+
+def _object(
+    raw: object,
+    where: str,
+    *,
+    required: frozenset[str] = frozenset(),
+    optional: frozenset[str] = frozenset(),
+) -> Mapping[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise PolicyError(f"{where}: must be a mapping, got {type(raw).__name__}")
+    allowed = required | optional
+    unknown = sorted(str(key) for key in raw if key not in allowed)
+    if unknown:
+        raise PolicyError(
+            f"{where}: unknown field {unknown[0]!r} (expected {', '.join(sorted(allowed))})"
+        )
+    missing = sorted(required - set(raw))
+    if missing:
+        raise PolicyError(f"{where}.{missing[0]}: required field is missing")
+    return raw
+
+
+def _strings(raw: object, where: str) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise PolicyError(f"{where}: must be a non-empty list of strings")
+    if not all(isinstance(item, str) and item for item in raw):
+        raise PolicyError(f"{where}: every item must be a non-empty string")
+    return tuple(raw)

@@ -1,0 +1,46 @@
+"""EC2 adapter: read the named security groups as they are now."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from cache_ingress.aws import aws_call_error
+from cache_ingress.models import SecurityGroupFacts
+
+# EC2 accepts at most 200 values in one filter.
+FILTER_VALUES_MAX = 200
+
+
+def describe_groups(
+    ec2: Any, group_ids: Sequence[str], region: str
+) -> dict[str, SecurityGroupFacts]:
+    """The groups that exist now, by id. Missing ids are simply absent (a filter, not
+    GroupIds, so that one deleted group does not fail the whole call).
+    """
+    found: dict[str, SecurityGroupFacts] = {}
+    paginator = ec2.get_paginator("describe_security_groups")
+    try:
+        for start in range(0, len(group_ids), FILTER_VALUES_MAX):
+            chunk = list(group_ids[start : start + FILTER_VALUES_MAX])
+            pages = paginator.paginate(Filters=[{"Name": "group-id", "Values": chunk}])
+            for page in pages:
+                for group in page.get("SecurityGroups", []):
+                    facts = _facts(group, region)
+                    found[facts.group_id] = facts
+    except (ClientError, BotoCoreError) as exc:
+        raise aws_call_error(exc, "ec2:DescribeSecurityGroups") from exc
+    return found
+
+
+def _facts(group: dict[str, Any], region: str) -> SecurityGroupFacts:
+    return SecurityGroupFacts(
+        group_id=group["GroupId"],
+        group_name=group.get("GroupName", ""),
+        owner_id=group.get("OwnerId", ""),
+        vpc_id=group.get("VpcId"),
+        region=region,
+        tags={tag["Key"]: tag.get("Value", "") for tag in group.get("Tags", [])},
+    )
