@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 from aws_lambda_powertools import Logger, Metrics, Tracer
 
 SERVICE = "cache-ingress"
 
 logger = Logger(service=SERVICE)
 tracer = Tracer(service=SERVICE)
-metrics = Metrics(service=SERVICE, namespace="CacheIngress")
+# The template sets POWERTOOLS_METRICS_NAMESPACE; the default keeps local runs publishable.
+metrics = Metrics(service=SERVICE, namespace=os.getenv("POWERTOOLS_METRICS_NAMESPACE") or "CacheIngress")
