@@ -52,12 +52,13 @@ class Invocation:
 
     request_id: str
     function_arn: str
+    dead_letter: bool = True
 
-    @classmethod
-    def from_context(cls, context: LambdaContext | None) -> Invocation:
-        if context is None:
-            return cls("local", "local")
-        return cls(context.aws_request_id, context.invoked_function_arn)
+
+def _invocation_fields(context: LambdaContext | None) -> tuple[str, str]:
+    if context is None:
+        return "local", "local"
+    return context.aws_request_id, context.invoked_function_arn
 
 
 class Authorizer:
@@ -76,9 +77,16 @@ class Authorizer:
         self._granter = granter
         self._dead_letters = dead_letters
 
-    def handle(self, event: object, context: LambdaContext | None = None) -> dict[str, Any]:
-        """Process one event; returns its summary or raises TransientFailureError."""
-        invocation = Invocation.from_context(context)
+    def handle(
+        self, event: object, context: LambdaContext | None = None, *, dead_letter: bool = True
+    ) -> dict[str, Any]:
+        """Process one event; returns its summary or raises TransientFailureError.
+
+        With `dead_letter=False` (an operator's replay, which keeps the original message until
+        the replay succeeds) a permanent failure is returned as status `failed` instead of
+        being sent to the dead-letter queue again.
+        """
+        invocation = Invocation(*_invocation_fields(context), dead_letter=dead_letter)
         metrics.add_metric(name="Events", unit=MetricUnit.Count, value=1)
         try:
             return self._handle(event, invocation, context)
@@ -191,6 +199,14 @@ class Authorizer:
             decisions=[d.as_log_fields() for d in decisions],
         )
         event_id = event_id or _event_id(event)
+        if not invocation.dead_letter:
+            logger.error(
+                "replay failed",
+                extra={"event_id": event_id, "error_type": error_type, "reason": message},
+            )
+            summary = _summary(event_id, "failed", decisions, self._settings.dry_run, message)
+            summary["errorType"] = error_type
+            return summary
         try:
             message_id = self._dead_letters().send(envelope, error_type=error_type)
         except Exception as exc:

@@ -7,6 +7,7 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from cache_ingress.intake import unwrap_replay
 from cache_ingress.observability import logger, metrics, tracer
 from cache_ingress.wiring import current_authorizer
 
@@ -15,4 +16,5 @@ from cache_ingress.wiring import current_authorizer
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return current_authorizer().handle(event, context)
+    event_or_replay, replayed = unwrap_replay(event)
+    return current_authorizer().handle(event_or_replay, context, dead_letter=not replayed)

@@ -25,6 +25,26 @@ _GROUP_ARN = re.compile(
 )
 
 
+# A direct invocation by the operator's replay tool: {"cache-ingress-replay": {"event": …}}.
+# EventBridge rules never deliver this shape, and only principals allowed to invoke the
+# function can send it; it only changes where a permanent failure is reported.
+REPLAY_KEY = "cache-ingress-replay"
+
+
+def unwrap_replay(payload: object) -> tuple[object, bool]:
+    """(the event, whether it came wrapped by the replay tool)."""
+    if isinstance(payload, Mapping) and set(payload) == {REPLAY_KEY}:
+        wrapper = payload[REPLAY_KEY]
+        if isinstance(wrapper, Mapping) and "event" in wrapper:
+            return wrapper["event"], True
+    return payload, False
+
+
+def replay_payload(event: object) -> dict[str, Any]:
+    """The payload the replay tool sends to the deployed function for one event."""
+    return {REPLAY_KEY: {"event": event}}
+
+
 @dataclass(frozen=True, slots=True)
 class Ignored:
     """A well-formed event that asks nothing of this function, and why."""

@@ -11,4 +11,6 @@ SERVICE = "cache-ingress"
 logger = Logger(service=SERVICE)
 tracer = Tracer(service=SERVICE)
 # The template sets POWERTOOLS_METRICS_NAMESPACE; the default keeps local runs publishable.
-metrics = Metrics(service=SERVICE, namespace=os.getenv("POWERTOOLS_METRICS_NAMESPACE") or "CacheIngress")
+metrics = Metrics(
+    service=SERVICE, namespace=os.getenv("POWERTOOLS_METRICS_NAMESPACE") or "CacheIngress"
+)
