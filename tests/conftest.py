@@ -30,7 +30,6 @@ def offline_aws_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "cache-ingress")
-    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "CacheIngressTest")
     current_settings.cache_clear()
     current_authorizer.cache_clear()
     yield

@@ -20,7 +20,7 @@ from cache_ingress_tools.emulator.scenario import SeededWorld, load_scenario, se
 
 SERVICES = ("ec2", "elasticache", "dynamodb", "sqs", "ssm")
 # One attempt: retry timing is botocore's business, and injected faults should fail fast.
-TEST_CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 1})
+TEST_CLIENT_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 1})
 
 
 @pytest.fixture
@@ -58,9 +58,7 @@ def authorize_calls(clients: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def make_authorizer(
-    world: SeededWorld, clients: dict[str, Any]
-) -> Callable[..., Authorizer]:
+def make_authorizer(world: SeededWorld, clients: dict[str, Any]) -> Callable[..., Authorizer]:
     def make(**environment: str) -> Authorizer:
         settings = Settings.from_environ({**world.function_environment(), **environment})
         injected = Clients(settings.region)
@@ -85,10 +83,16 @@ def dead_letters(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
     """Every message in the queue (bodies parsed), left invisible for the test's duration."""
     messages = []
     while True:
-        batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
-                                    MessageAttributeNames=["All"], VisibilityTimeout=300)
+        batch = sqs.receive_message(
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=10,
+            MessageAttributeNames=["All"],
+            VisibilityTimeout=300,
+        )
         received = batch.get("Messages", [])
         if not received:
             return messages
-        messages.extend({"body": json.loads(m["Body"]),
-                         "attributes": m.get("MessageAttributes", {})} for m in received)
+        messages.extend(
+            {"body": json.loads(m["Body"]), "attributes": m.get("MessageAttributes", {})}
+            for m in received
+        )

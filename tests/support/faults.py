@@ -1,8 +1,10 @@
 """Fault injection that still goes through botocore's real parsing.
 
-A `before-send` hook answers the request with the service's own error document (query XML,
-EC2 XML or JSON, by the client's protocol), or raises a transport error, so the code under
-test sees exactly what botocore would hand it from AWS.
+A `before-call` hook answers the call with the service's own error document (query XML,
+EC2 XML or JSON, by the client's protocol), parsed by botocore's own parser for that
+protocol, or raises a transport error. The call never reaches moto (a `before-send` answer
+would not stop moto's own before-send handler from applying the request), so an injected
+fault leaves the emulated AWS untouched, as a real fault would.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+from botocore.parsers import create_parser
 
 
 class _Raw:
@@ -62,8 +65,17 @@ ERRORS: dict[str, tuple[str, int]] = {
 class Fault:
     """Fails the next `times` calls of one operation (None: every call) with one fault."""
 
-    def __init__(self, client: Any, operation: str, kind: str, *, times: int | None = None,
-                 code: str | None = None, status: int | None = None, message: str = "injected") -> None:
+    def __init__(
+        self,
+        client: Any,
+        operation: str,
+        kind: str,
+        *,
+        times: int | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        message: str = "injected",
+    ) -> None:
         self.client = client
         self.operation = operation
         self.kind = kind
@@ -73,14 +85,14 @@ class Fault:
         self.message = message
         self.calls = 0
         service = client.meta.service_model.endpoint_prefix
-        self._event = f"before-send.{client.meta.service_model.service_id.hyphenize()}.{operation}"
+        self._event = f"before-call.{client.meta.service_model.service_id.hyphenize()}.{operation}"
         self._service = service
         client.meta.events.register(self._event, self._answer)
 
     def clear(self) -> None:
         self.client.meta.events.unregister(self._event, self._answer)
 
-    def _answer(self, request: Any, **_: Any) -> AWSResponse | None:
+    def _answer(self, model: Any, **_: Any) -> tuple[AWSResponse, dict[str, Any]] | None:
         if self.remaining is not None:
             if self.remaining <= 0:
                 return None
@@ -89,7 +101,12 @@ class Fault:
         if self.kind in TRANSPORT_ERRORS:
             raise TRANSPORT_ERRORS[self.kind]()
         code, status = ERRORS.get(self.kind, (self.code or self.kind, self.status or 400))
-        if self.kind == "access-denied" and self.client.meta.service_model.protocol == "ec2":
+        protocol = self.client.meta.service_model.protocol
+        if self.kind == "access-denied" and protocol == "ec2":
             code = "UnauthorizedOperation"
-        body, headers = error_body(self.client.meta.service_model.protocol, code, self.message)
-        return AWSResponse(request.url, status, headers, _Raw(body))  # type: ignore[arg-type]
+        body, headers = error_body(protocol, code, self.message)
+        parsed = create_parser(protocol).parse(
+            {"status_code": status, "headers": headers, "body": body}, model.output_shape
+        )
+        http = AWSResponse("https://aws.example", status, headers, _Raw(body))  # type: ignore[arg-type]
+        return http, parsed

@@ -152,5 +152,5 @@ def test_too_many_groups_in_one_event_is_malformed() -> None:
 
 
 def test_the_catalogued_malformed_sample_is_malformed() -> None:
-    with pytest.raises(MalformedEventError, match="event.detail"):
+    with pytest.raises(MalformedEventError, match=r"event\.detail"):
         parse_event(load_event("malformed-missing-detail.json"))

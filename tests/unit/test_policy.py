@@ -85,11 +85,13 @@ def test_the_bundled_policy_is_valid() -> None:
         ),
         ("version: 1\ntargets: {a: {cache_security_group: x, region: mars}}", "targets.a.region"),
         (
-            "version: 1\ntargets: {a: {cache_security_group: x, allow: {owner_accounts: [111122223333]}}}",
+            "version: 1\ntargets: {a: {cache_security_group: x, "
+            "allow: {owner_accounts: [111122223333]}}}",
             "targets.a.allow.owner_accounts: every item must be a non-empty string",
         ),
         (
-            "version: 1\ntargets: {a: {cache_security_group: x, allow: {owner_accounts: ['1234']}}}",
+            "version: 1\ntargets: {a: {cache_security_group: x, "
+            "allow: {owner_accounts: ['1234']}}}",
             "'1234' is not a 12-digit account id",
         ),
         (
@@ -123,7 +125,10 @@ def test_duplicate_target_names_are_rejected_in_yaml() -> None:
 
 
 def test_duplicate_target_names_are_rejected_in_json() -> None:
-    text = '{"version": 1, "targets": {"a": {"cache_security_group": "x"}, "a": {"cache_security_group": "y"}}}'
+    text = (
+        '{"version": 1, "targets": '
+        '{"a": {"cache_security_group": "x"}, "a": {"cache_security_group": "y"}}}'
+    )
     with pytest.raises(PolicyError, match="duplicate key 'a'"):
         parse_policy(text, source="test")
 

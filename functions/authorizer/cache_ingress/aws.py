@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 # Bounded so that a hung dependency becomes a transient failure well inside the timeout.
 CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 3},
+    retries={"mode": "standard", "total_max_attempts": 3},
     connect_timeout=3,
     read_timeout=10,
 )
