@@ -1,0 +1,50 @@
+# The verbs people expect. Everything installs into .venv (and SAM CLI into .venv-sam,
+# kept apart because its pins differ from the project's).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SAM_VENV := .venv-sam
+SAM := $(SAM_VENV)/bin/sam
+# `sam build` for the python3.13 runtime needs a python3.13 on PATH; pyenv can provide it.
+export PYENV_VERSION ?= $(shell command -v pyenv >/dev/null 2>&1 && echo "$$(pyenv version-name 2>/dev/null):$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.13\.' | tail -n 1)")
+
+.PHONY: demo test lint typecheck template build bench clean
+
+$(BIN)/.installed-dev: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(SAM):
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli
+
+## demo: set up, then walk through the product on the embedded AWS (no account, no Docker)
+demo: $(BIN)/.installed-dev
+	$(BIN)/cache-ingress demo
+
+## test: set up, then run the whole test suite (CI runs exactly this)
+test: $(BIN)/.installed-dev $(SAM)
+	SAM_CLI=$(abspath $(SAM)) $(BIN)/pytest
+
+lint: $(BIN)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(BIN)/.installed-dev
+	$(BIN)/mypy
+
+template: $(BIN)/.installed-dev $(SAM)
+	$(BIN)/cfn-lint template.yaml
+	$(SAM) validate --lint --template template.yaml --region us-east-1
+
+build: $(SAM)
+	$(SAM) build --template template.yaml
+
+bench: $(BIN)/.installed-dev
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
