@@ -29,8 +29,8 @@ def authorize(elasticache: Any, grant: Grant) -> Outcome:
         if error.code == "InvalidParameterValue" and CLASSIC_UNAVAILABLE in str(exc):
             raise AwsCallError(
                 "this account has no EC2-Classic, so cache security groups cannot be used; "
-                "describe the cache as a VPC target instead "
-                f"({error})",
+                "describe the cache as a VPC target instead (replication_group, cache_cluster "
+                f"or vpc_security_group; see docs/vpc-targets.md) ({error})",
                 code="CacheSecurityGroupsUnavailable",
                 transient=False,
             ) from exc

@@ -1,5 +1,9 @@
 """Where the decision is made: a pure function over the request, the groups as they are
 now, and the policy. It never calls AWS, so every rule is tested with plain data.
+
+VPC targets need facts about the cache (its security group's VPC and the port): an adapter
+looks them up before the decision (`named_vpc_destinations` says which) and they arrive on
+each group's `destinations`. A fact that is missing or could not be read never grants.
 """
 
 from __future__ import annotations
@@ -7,9 +11,20 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 
-from cache_ingress.models import Decision, Grant, Outcome, SecurityGroupFacts, TagRequest
+from cache_ingress.models import (
+    Decision,
+    FailureKind,
+    Grant,
+    Outcome,
+    SecurityGroupFacts,
+    TagRequest,
+    TargetKind,
+    UnresolvedDestination,
+    VpcCacheFacts,
+    VpcDestination,
+)
 from cache_ingress.policy import Policy, Target
 
 _ACCOUNT = re.compile(r"\d{12}")
@@ -26,6 +41,24 @@ class Plan:
 def target_names(tag_value: str) -> tuple[str, ...]:
     """Target names in a tag value: comma-separated, trimmed, empty items and repeats dropped."""
     return tuple(dict.fromkeys(name.strip() for name in tag_value.split(",") if name.strip()))
+
+
+def named_vpc_destinations(
+    group: SecurityGroupFacts, policy: Policy, region: str
+) -> tuple[VpcDestination, ...]:
+    """The VPC destinations the group's tag names now, in the function's region: what the
+    adapter must look up before `decide`. Targets in another region are denied by the
+    same-region rule without a lookup.
+    """
+    tag_value = group.tags.get(policy.tag_key)
+    if tag_value is None:
+        return ()
+    wanted = []
+    for name in target_names(tag_value):
+        target = policy.targets.get(name)
+        if target is not None and target.vpc is not None and target.region in (None, region):
+            wanted.append(target.vpc)
+    return tuple(dict.fromkeys(wanted))
 
 
 def decide(
@@ -99,31 +132,98 @@ def _decide_group(
                 )
             )
             continue
-        denial = next(_denials(group, request, target, account_id, region), None)
-        if denial is not None:
-            rule, reason = denial
-            plan.decisions.append(
-                _decision(
-                    group,
-                    request,
-                    target.name,
-                    Outcome.DENIED,
-                    reason,
-                    rule=rule,
-                    cache_security_group=target.cache_security_group,
-                )
-            )
-            continue
-        plan.grants.append(
-            Grant(
-                event_id=request.event_id,
-                target=target.name,
-                cache_security_group=target.cache_security_group,
-                group_id=group.group_id,
-                group_name=group.group_name,
-                owner_id=group.owner_id,
-            )
+        result = _decide_pair(group, request, target, account_id, region)
+        if isinstance(result, Grant):
+            plan.grants.append(result)
+        else:
+            plan.decisions.append(result)
+
+
+def _decide_pair(
+    group: SecurityGroupFacts, request: TagRequest, target: Target, account_id: str, region: str
+) -> Decision | Grant:
+    denial = next(_denials(group, request, target, account_id, region), None)
+    if denial is not None:
+        rule, reason = denial
+        return _decision(
+            group,
+            request,
+            target.name,
+            Outcome.DENIED,
+            reason,
+            rule=rule,
+            cache_security_group=target.cache_security_group,
+            destination=target.vpc,
         )
+    if target.vpc is not None:
+        return _decide_vpc(group, request, target, target.vpc)
+    return Grant(
+        event_id=request.event_id,
+        target=target.name,
+        cache_security_group=target.cache_security_group,
+        group_id=group.group_id,
+        group_name=group.group_name,
+        owner_id=group.owner_id,
+    )
+
+
+def _decide_vpc(
+    group: SecurityGroupFacts, request: TagRequest, target: Target, destination: VpcDestination
+) -> Decision | Grant:
+    """After the policy's own rules: the cache's facts must be known, and in the group's VPC."""
+    outcome = partial(_decision, group, request, target.name, destination=destination)
+
+    if group.vpc_id is None:
+        return outcome(
+            Outcome.DENIED,
+            "the group is not in a VPC; a VPC cache can only admit groups of its own VPC",
+            rule="same-vpc",
+        )
+    facts = group.destinations.get(destination)
+    if facts is None:
+        # Only when the policy changed between the lookup and the decision: retry both.
+        return outcome(
+            Outcome.FAILED,
+            f"{destination.label} was not looked up before the decision",
+            failure=FailureKind.TRANSIENT,
+            error_code="DestinationNotLookedUp",
+        )
+    if isinstance(facts, UnresolvedDestination):
+        return outcome(
+            Outcome.FAILED, facts.reason, failure=facts.failure, error_code=facts.error_code
+        )
+    if facts.vpc_id != group.vpc_id:
+        return outcome(
+            Outcome.DENIED,
+            f"the group is in {group.vpc_id} and the cache's security group {facts.group_id} "
+            f"in {facts.vpc_id or 'no VPC'}; a group in another VPC can only be referenced "
+            "across a peering connection, which this function does not use",
+            rule="same-vpc",
+            vpc_security_group=facts.group_id,
+            port=facts.port,
+        )
+    return _vpc_grant(group, request, target, destination, facts)
+
+
+def _vpc_grant(
+    group: SecurityGroupFacts,
+    request: TagRequest,
+    target: Target,
+    destination: VpcDestination,
+    facts: VpcCacheFacts,
+) -> Grant:
+    return Grant(
+        event_id=request.event_id,
+        target=target.name,
+        cache_security_group=None,
+        group_id=group.group_id,
+        group_name=group.group_name,
+        owner_id=group.owner_id,
+        vpc_security_group=facts.group_id,
+        port=facts.port,
+        cache=destination.cache,
+        cross_account=group.owner_id != facts.owner_id,
+    )
 
 
 def _denials(
@@ -171,7 +271,15 @@ def _decision(
     *,
     rule: str | None = None,
     cache_security_group: str | None = None,
+    destination: VpcDestination | None = None,
+    failure: FailureKind | None = None,
+    error_code: str | None = None,
+    vpc_security_group: str | None = None,
+    port: int | None = None,
 ) -> Decision:
+    if destination is not None and destination.kind is TargetKind.VPC_SECURITY_GROUP:
+        vpc_security_group = vpc_security_group or destination.identifier
+        port = port or destination.port
     return Decision(
         group_id=group.group_id,
         target=target,
@@ -182,6 +290,11 @@ def _decision(
         owner_id=group.owner_id,
         cache_security_group=cache_security_group,
         principal=request.principal,
+        failure=failure,
+        error_code=error_code,
+        vpc_security_group=vpc_security_group,
+        port=port,
+        cache=destination.cache if destination is not None else None,
     )
 
 

@@ -1,7 +1,9 @@
 """Grants, made at most once per (event, grant) through a DynamoDB idempotency record.
 
 Only successes are recorded: a failure raises inside the idempotent call, Powertools deletes
-the in-progress record, and a retry or a replay of the event runs the grant again.
+the in-progress record, and a retry or a replay of the event runs the grant again. The
+record is keyed by `Grant.idempotency_data()`, which names the destination, so grants of
+one event to different destinations never share a record.
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ if TYPE_CHECKING:
 KEY_PREFIX = "cache-ingress.grant"
 
 
-def _authorize_recorded(*, grant: Grant, authorize: Callable[[Grant], Outcome]) -> dict[str, str]:
+def _authorize_recorded(
+    *, key: dict[str, Any], grant: Grant, authorize: Callable[[Grant], Outcome]
+) -> dict[str, str]:
+    # `key` is only the idempotency key (Powertools hashes it); the grant itself is `grant`.
+    del key
     return {"outcome": str(authorize(grant))}
 
 
@@ -47,7 +53,7 @@ class Granter:
         )
         self._authorize_once: Callable[..., dict[str, Any]] = idempotent_function(
             _authorize_recorded,
-            data_keyword_argument="grant",
+            data_keyword_argument="key",
             persistence_store=persistence,
             config=self._config,
             key_prefix=KEY_PREFIX,
@@ -59,30 +65,33 @@ class Granter:
 
     def grant(self, grant: Grant, principal: str | None) -> Decision:
         try:
-            result = self._authorize_once(grant=grant, authorize=self._authorize)
+            result = self._authorize_once(
+                key=grant.idempotency_data(), grant=grant, authorize=self._authorize
+            )
         except AwsCallError as exc:
             kind = FailureKind.TRANSIENT if exc.transient else FailureKind.PERMANENT
-            return _decision(grant, principal, Outcome.FAILED, str(exc), kind, exc.code)
+            return grant_decision(grant, principal, Outcome.FAILED, str(exc), kind, exc.code)
         except IdempotencyAlreadyInProgressError:
             reason = "another execution is making this grant now; retrying later"
-            return _decision(
+            return grant_decision(
                 grant, principal, Outcome.FAILED, reason, FailureKind.TRANSIENT, "InProgress"
             )
         except IdempotencyPersistenceLayerError as exc:
             reason = f"the idempotency record could not be written or read: {exc}"
-            return _decision(
+            return grant_decision(
                 grant, principal, Outcome.FAILED, reason, FailureKind.TRANSIENT, "IdempotencyStore"
             )
         outcome = Outcome(result["outcome"])
-        reason = (
-            "ingress authorized"
-            if outcome is Outcome.AUTHORIZED
-            else "the cache security group already allows this group"
-        )
-        return _decision(grant, principal, outcome, reason)
+        if outcome is Outcome.AUTHORIZED:
+            reason = "ingress authorized"
+        elif grant.is_vpc:
+            reason = f"the cache's security group already allows this group on tcp/{grant.port}"
+        else:
+            reason = "the cache security group already allows this group"
+        return grant_decision(grant, principal, outcome, reason)
 
 
-def _decision(
+def grant_decision(
     grant: Grant,
     principal: str | None,
     outcome: Outcome,
@@ -90,6 +99,7 @@ def _decision(
     failure: FailureKind | None = None,
     error_code: str | None = None,
 ) -> Decision:
+    """The decision for a grant, naming its destination whichever kind it is."""
     return Decision(
         group_id=grant.group_id,
         target=grant.target,
@@ -101,4 +111,7 @@ def _decision(
         principal=principal,
         failure=failure,
         error_code=error_code,
+        vpc_security_group=grant.vpc_security_group,
+        port=grant.port,
+        cache=grant.cache,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -23,6 +24,64 @@ class FailureKind(StrEnum):
 
     TRANSIENT = "transient"
     PERMANENT = "permanent"
+
+
+class TargetKind(StrEnum):
+    """The destination a policy target names: a classic cache security group, or a VPC cache
+    (a replication group or cache cluster, looked up) or a VPC security group (given).
+    """
+
+    CACHE_SECURITY_GROUP = "cache-security-group"
+    REPLICATION_GROUP = "replication-group"
+    CACHE_CLUSTER = "cache-cluster"
+    VPC_SECURITY_GROUP = "vpc-security-group"
+
+
+@dataclass(frozen=True, slots=True)
+class VpcDestination:
+    """What a VPC target names, as the policy says it: hashable, so lookups are keyed by it.
+
+    `port` is set only for an explicit `vpc_security_group`; for a replication group or a
+    cache cluster the port is looked up with the security group.
+    """
+
+    kind: TargetKind
+    identifier: str
+    port: int | None = None
+
+    @property
+    def label(self) -> str:
+        """For reasons a reader sees: `replication group sessions-redis`."""
+        return f"{self.kind.replace('-', ' ')} {self.identifier}"
+
+    @property
+    def cache(self) -> str | None:
+        """`replication-group:ID` or `cache-cluster:ID`; None for an explicit security group."""
+        if self.kind is TargetKind.VPC_SECURITY_GROUP:
+            return None
+        return f"{self.kind}:{self.identifier}"
+
+
+@dataclass(frozen=True, slots=True)
+class VpcCacheFacts:
+    """The cache's VPC security group as it is now, with the port the cache listens on."""
+
+    group_id: str
+    vpc_id: str | None
+    owner_id: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnresolvedDestination:
+    """Why a VPC destination could not be looked up; the pair fails, never grants."""
+
+    reason: str
+    error_code: str
+    failure: FailureKind
+
+
+DestinationFacts = VpcCacheFacts | UnresolvedDestination
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,25 +109,59 @@ class SecurityGroupFacts:
     vpc_id: str | None
     region: str
     tags: dict[str, str] = field(default_factory=dict)
+    # The VPC destinations this group's tag names, as they are now: looked up by an adapter
+    # before the decision (the decision itself never calls AWS). Empty for classic targets.
+    destinations: Mapping[VpcDestination, DestinationFacts] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """One ingress the policy allows: the tagged group into one target's cache group.
+    """One ingress the policy allows: the tagged group into one target's destination.
 
-    Its fields (with the event id) are the idempotency key, so a duplicate delivery of
-    the same event never calls AWS twice for the same grant.
+    The destination is a classic cache security group (`cache_security_group`) or a VPC
+    security group (`vpc_security_group` and `port`, with the `cache` it belongs to).
+    `idempotency_data` is the idempotency key, so a duplicate delivery of the same event
+    never calls AWS twice for the same grant.
     """
 
     event_id: str
     target: str
-    cache_security_group: str
+    cache_security_group: str | None
     group_id: str
     group_name: str
     owner_id: str
+    vpc_security_group: str | None = None
+    port: int | None = None
+    cache: str | None = None
+    # The group belongs to another account than the cache's group (a shared VPC), so the
+    # rule must name its owner.
+    cross_account: bool = False
 
-    def idempotency_data(self) -> dict[str, str]:
-        return asdict(self)
+    @property
+    def is_vpc(self) -> bool:
+        return self.vpc_security_group is not None
+
+    def idempotency_data(self) -> dict[str, str | int | bool]:
+        """The classic key is exactly the six fields it always was, so records written before
+        VPC targets existed still match; a VPC key adds the destination, so grants to
+        different destinations never share a record.
+        """
+        data: dict[str, str | int | bool] = {
+            "event_id": self.event_id,
+            "target": self.target,
+            "group_id": self.group_id,
+            "group_name": self.group_name,
+            "owner_id": self.owner_id,
+        }
+        if self.cache_security_group is not None:
+            data["cache_security_group"] = self.cache_security_group
+        if self.vpc_security_group is not None and self.port is not None:
+            data["vpc_security_group"] = self.vpc_security_group
+            data["port"] = self.port
+            data["cross_account"] = self.cross_account
+            if self.cache is not None:
+                data["cache"] = self.cache
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +179,9 @@ class Decision:
     principal: str | None = None
     failure: FailureKind | None = None
     error_code: str | None = None
+    vpc_security_group: str | None = None
+    port: int | None = None
+    cache: str | None = None
 
     def as_log_fields(self) -> dict[str, Any]:
         fields = asdict(self)

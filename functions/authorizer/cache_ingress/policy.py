@@ -12,8 +12,14 @@ Reference (the README repeats it for reviewers)::
           owner_accounts: ["111122223333"]   # optional; default: the function's own account
           required_tags: {env: prod}         # optional; value or list of accepted values
           principals: ["arn:aws:sts::111122223333:assumed-role/platform/*"]  # optional
+      sessions:                     # a VPC cache: one of these three destinations instead
+        replication_group: sessions-redis          # its VPC security group and port are
+        # cache_cluster: legacy-memcached          # looked up through ElastiCache, or given:
+        # vpc_security_group: {group_id: sg-0123456789abcdef0, port: 6379}
 
-A target names exactly one destination kind; `cache_security_group` is the classic kind.
+A target names exactly one destination: `cache_security_group` is the classic kind (clusters
+outside a VPC); `replication_group`, `cache_cluster` and `vpc_security_group` are VPC kinds,
+granted by an inbound rule on the cache's VPC security group (see docs/vpc-targets.md).
 Anything not in this reference is an error: a typo must never widen or narrow access silently.
 """
 
@@ -23,24 +29,36 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 import yaml
 
 from cache_ingress.errors import PolicyError
+from cache_ingress.models import TargetKind, VpcDestination
+
+__all__ = ["Allow", "Policy", "Target", "TargetKind", "VpcDestination", "parse_policy"]
 
 POLICY_VERSION = 1
 TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _CACHE_GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,254}")
+# ElastiCache identifiers: a letter, then letters, digits and single hyphens, no trailing
+# hyphen. ElastiCache stores them in lowercase, so the policy must spell them that way.
+_CACHE_ID = re.compile(r"[a-z](?:-?[a-z0-9])*")
+_REPLICATION_GROUP_ID_MAX = 40
+_CACHE_CLUSTER_ID_MAX = 50
+_VPC_GROUP_ID = re.compile(r"sg-(?:[0-9a-f]{8}|[0-9a-f]{17})")
+_PORT_MAX = 65535
 _ACCOUNT = re.compile(r"\d{12}")
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
 _TAG_KEY_MAX = 128
 _TAG_VALUE_MAX = 256
-
-
-class TargetKind(StrEnum):
-    CACHE_SECURITY_GROUP = "cache-security-group"
+# The fields that name a target's destination, classic first; exactly one per target.
+_DESTINATION_FIELDS = (
+    "cache_security_group",
+    "replication_group",
+    "cache_cluster",
+    "vpc_security_group",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +72,16 @@ class Allow:
 
 @dataclass(frozen=True, slots=True)
 class Target:
+    """One policy target. `cache_security_group` is set for the classic kind, `vpc` for the
+    VPC kinds; never both.
+    """
+
     name: str
     kind: TargetKind
-    cache_security_group: str
+    cache_security_group: str | None
     region: str | None
     allow: Allow
+    vpc: VpcDestination | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,28 +174,71 @@ def _policy(document: object) -> Policy:
 
 def _target(name: str, raw: object) -> Target:
     where = f"targets.{name}"
-    body = _object(
-        raw,
-        where,
-        required=frozenset({"cache_security_group"}),
-        optional=frozenset({"region", "allow"}),
-    )
-    cache_group = body["cache_security_group"]
-    if not isinstance(cache_group, str) or not _CACHE_GROUP_NAME.fullmatch(cache_group):
+    body = _object(raw, where, optional=frozenset({*_DESTINATION_FIELDS, "region", "allow"}))
+    named = [key for key in _DESTINATION_FIELDS if key in body]
+    if not named:
         raise PolicyError(
-            f"{where}.cache_security_group: must be a cache security group name "
-            "(letters, digits and hyphens, at most 255)"
+            f"{where}.cache_security_group: required field is missing (a target names exactly "
+            "one destination: cache_security_group, replication_group, cache_cluster or "
+            "vpc_security_group)"
         )
+    if len(named) > 1:
+        raise PolicyError(
+            f"{where}: names both {named[0]} and {named[1]}; a target names exactly one destination"
+        )
+    # Destination first, then region, then allow: the order the classic kind always used.
+    if named[0] == "cache_security_group":
+        kind = TargetKind.CACHE_SECURITY_GROUP
+        cache_group: str | None = _cache_security_group(body["cache_security_group"], where)
+        vpc = None
+    else:
+        vpc = _vpc_destination(named[0], body[named[0]], f"{where}.{named[0]}")
+        kind, cache_group = vpc.kind, None
     region = body.get("region")
     if region is not None and (not isinstance(region, str) or not _REGION.fullmatch(region)):
         raise PolicyError(f"{where}.region: must be an AWS region such as us-east-1")
     return Target(
         name=name,
-        kind=TargetKind.CACHE_SECURITY_GROUP,
+        kind=kind,
         cache_security_group=cache_group,
         region=region,
         allow=_allow(body.get("allow", {}), f"{where}.allow"),
+        vpc=vpc,
     )
+
+
+def _cache_security_group(raw: object, where: str) -> str:
+    if not isinstance(raw, str) or not _CACHE_GROUP_NAME.fullmatch(raw):
+        raise PolicyError(
+            f"{where}.cache_security_group: must be a cache security group name "
+            "(letters, digits and hyphens, at most 255)"
+        )
+    return raw
+
+
+def _vpc_destination(field_name: str, raw: object, where: str) -> VpcDestination:
+    if field_name == "vpc_security_group":
+        body = _object(raw, where, required=frozenset({"group_id", "port"}))
+        group_id, port = body["group_id"], body["port"]
+        if not isinstance(group_id, str) or not _VPC_GROUP_ID.fullmatch(group_id):
+            raise PolicyError(
+                f"{where}.group_id: must be a security group id such as sg-0123456789abcdef0"
+            )
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= _PORT_MAX:
+            raise PolicyError(f"{where}.port: must be a TCP port number from 1 to 65535")
+        return VpcDestination(TargetKind.VPC_SECURITY_GROUP, group_id, port)
+    kind, longest = (
+        (TargetKind.REPLICATION_GROUP, _REPLICATION_GROUP_ID_MAX)
+        if field_name == "replication_group"
+        else (TargetKind.CACHE_CLUSTER, _CACHE_CLUSTER_ID_MAX)
+    )
+    if not isinstance(raw, str) or len(raw) > longest or not _CACHE_ID.fullmatch(raw):
+        raise PolicyError(
+            f"{where}: must be an ElastiCache {kind.replace('-', ' ')} id: 1-{longest} "
+            "lowercase letters, digits and single hyphens, starting with a letter and not "
+            "ending with a hyphen"
+        )
+    return VpcDestination(kind, raw)
 
 
 def _allow(raw: object, where: str) -> Allow:

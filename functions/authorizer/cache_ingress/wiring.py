@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from functools import cache, partial
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from functools import cache
 
 from cache_ingress.authorizer import Authorizer
 from cache_ingress.aws import Clients
 from cache_ingress.deadletter import DeadLetterQueue
+from cache_ingress.decisions import named_vpc_destinations
 from cache_ingress.grants import Granter
-from cache_ingress.models import SecurityGroupFacts
+from cache_ingress.models import (
+    DestinationFacts,
+    Grant,
+    Outcome,
+    SecurityGroupFacts,
+    VpcDestination,
+)
 from cache_ingress.policy_source import PolicySource
 from cache_ingress.settings import Settings, current_settings
 
@@ -18,10 +26,44 @@ def build_authorizer(settings: Settings, clients: Clients | None = None) -> Auth
     """Wire the adapters; clients are only created when first used."""
     clients = clients or Clients(settings.region)
 
-    def describe(group_ids: Sequence[str]) -> dict[str, SecurityGroupFacts]:
+    def describe_security_groups(group_ids: Sequence[str]) -> dict[str, SecurityGroupFacts]:
         from cache_ingress.security_groups import describe_groups  # noqa: PLC0415
 
         return describe_groups(clients.get("ec2"), group_ids, settings.region)
+
+    def describe(group_ids: Sequence[str]) -> dict[str, SecurityGroupFacts]:
+        """The tagged groups as they are now, each with the VPC caches its tag names.
+
+        Called once per invocation, after the policy was read; the policy source returns the
+        same parsed policy again. Classic-only policies make no ElastiCache call here.
+        """
+        groups = describe_security_groups(group_ids)
+        policy = policies.current()
+        named = {
+            group_id: named_vpc_destinations(group, policy, settings.region)
+            for group_id, group in groups.items()
+        }
+        wanted = [destination for destinations in named.values() for destination in destinations]
+        if not wanted:
+            return groups
+        from cache_ingress.vpc_targets import resolve_destinations  # noqa: PLC0415
+
+        found = resolve_destinations(
+            clients.get("elasticache"), describe_security_groups, wanted, settings.region
+        )
+        return {
+            group_id: _with_destinations(group, {d: found[d] for d in named[group_id]})
+            for group_id, group in groups.items()
+        }
+
+    def authorize(grant: Grant) -> Outcome:
+        if grant.is_vpc:
+            from cache_ingress.vpc_ingress import authorize as add_rule  # noqa: PLC0415
+
+            return add_rule(clients.get("ec2"), grant)
+        from cache_ingress.cache_security_groups import authorize as classic  # noqa: PLC0415
+
+        return classic(clients.get("elasticache"), grant)
 
     @cache
     def granter() -> Granter:
@@ -29,16 +71,10 @@ def build_authorizer(settings: Settings, clients: Clients | None = None) -> Auth
             DynamoDBPersistenceLayer,
         )
 
-        from cache_ingress.cache_security_groups import authorize  # noqa: PLC0415
-
         persistence = DynamoDBPersistenceLayer(
             table_name=settings.idempotency_table, boto3_client=clients.get("dynamodb")
         )
-        return Granter(
-            partial(authorize, clients.get("elasticache")),
-            persistence,
-            expiry_seconds=settings.idempotency_expiry_seconds,
-        )
+        return Granter(authorize, persistence, expiry_seconds=settings.idempotency_expiry_seconds)
 
     @cache
     def dead_letters() -> DeadLetterQueue:
@@ -58,6 +94,12 @@ def build_authorizer(settings: Settings, clients: Clients | None = None) -> Auth
         granter=granter,
         dead_letters=dead_letters,
     )
+
+
+def _with_destinations(
+    group: SecurityGroupFacts, destinations: Mapping[VpcDestination, DestinationFacts]
+) -> SecurityGroupFacts:
+    return replace(group, destinations=destinations) if destinations else group
 
 
 @cache
