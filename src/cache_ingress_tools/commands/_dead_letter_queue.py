@@ -1,0 +1,281 @@
+"""What `peek` and `replay` share: queue and connection options, selection, output.
+
+The leading underscore keeps this module out of the subcommand discovery in cli.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import IO, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from cache_ingress_tools.dead_letters import DeadLetter, Origin, Unrecognised
+from cache_ingress_tools.replay import Selection
+
+QUEUE_URL_ENV = "CACHE_INGRESS_DLQ_URL"
+_DURATION = re.compile(r"(?P<amount>\d+)(?P<unit>[smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class UsageError(Exception):
+    """An option is missing or wrong; the command prints it and exits with status 2."""
+
+
+# --- options ------------------------------------------------------------------------------
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("queue and connection")
+    group.add_argument(
+        "--queue-url",
+        default=os.environ.get(QUEUE_URL_ENV),
+        help=f"the dead-letter queue URL (default: ${QUEUE_URL_ENV}, or the stack's output)",
+    )
+    group.add_argument(
+        "--stack-name",
+        help="read DeadLetterQueueUrl (and IdempotencyTableName) from this stack's outputs",
+    )
+    group.add_argument("--region", help="AWS region (default: the profile's or AWS_REGION)")
+    group.add_argument("--profile", help="AWS named profile")
+    group.add_argument(
+        "--endpoint-url", help="send every AWS call here, e.g. the emulator http://127.0.0.1:5000"
+    )
+    group.add_argument(
+        "--visibility-timeout",
+        type=positive_integer,
+        help="seconds each received message stays hidden while the run lasts",
+    )
+    group.add_argument(
+        "--wait-seconds",
+        type=int,
+        choices=range(21),
+        default=1,
+        metavar="0-20",
+        help="long-poll wait per receive; 0 on the emulator (default: 1)",
+    )
+    group.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+
+
+def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("selection")
+    group.add_argument(
+        "--event-id", action="append", default=[], metavar="ID", help="only this event (repeat)"
+    )
+    group.add_argument(
+        "--error",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="only messages whose error type is TEXT or whose error message contains it",
+    )
+    group.add_argument(
+        "--origin",
+        action="append",
+        default=[],
+        choices=[str(o) for o in Origin],
+        help="only messages that got into the queue this way (repeat)",
+    )
+    group.add_argument(
+        "--older-than", type=duration, metavar="AGE", help="only events older than AGE (30m, 2h)"
+    )
+    group.add_argument(
+        "--newer-than", type=duration, metavar="AGE", help="only events at most AGE old"
+    )
+    group.add_argument(
+        "--max", type=positive_integer, dest="max_messages", metavar="N", help="at most N"
+    )
+
+
+def selection_from(arguments: argparse.Namespace) -> Selection:
+    return Selection(
+        event_ids=frozenset(arguments.event_id),
+        errors=tuple(arguments.error),
+        origins=frozenset(Origin(o) for o in arguments.origin),
+        older_than=arguments.older_than,
+        newer_than=arguments.newer_than,
+    )
+
+
+def duration(text: str) -> timedelta:
+    """`90s`, `15m`, `2h`, `3d`, or combined as `1h30m`."""
+    text = text.strip().lower()
+    parts = list(_DURATION.finditer(text))
+    if not parts or "".join(p.group(0) for p in parts) != text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 90s, 15m, 2h, 1d")
+    return timedelta(seconds=sum(int(p["amount"]) * _UNIT_SECONDS[p["unit"]] for p in parts))
+
+
+def positive_integer(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+# --- AWS ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Connection:
+    """One boto3 session for the command. Clients are made here, in the main thread,
+    because creating clients from one session in several threads at once is not safe.
+    """
+
+    session: Any
+    endpoint_url: str | None
+    pool_size: int = 10
+    _outputs: dict[str, str] | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_arguments(cls, arguments: argparse.Namespace, *, pool_size: int = 10) -> Connection:
+        try:
+            session = boto3.Session(profile_name=arguments.profile, region_name=arguments.region)
+        except BotoCoreError as exc:
+            raise UsageError(str(exc)) from exc
+        if not session.region_name:
+            raise UsageError("no AWS region: pass --region or set AWS_REGION")
+        return cls(session, arguments.endpoint_url, pool_size)
+
+    @property
+    def region(self) -> str:
+        return str(self.session.region_name)
+
+    def client(self, service: str, config: Config | None = None) -> Any:
+        pool = Config(
+            max_pool_connections=self.pool_size,
+            retries={"mode": "standard", "total_max_attempts": 5},
+        )
+        return self.session.client(
+            service,
+            endpoint_url=self.endpoint_url,
+            config=pool.merge(config) if config is not None else pool,
+        )
+
+    def stack_outputs(self, stack_name: str) -> dict[str, str]:
+        if self._outputs is None:
+            try:
+                stacks = self.client("cloudformation").describe_stacks(StackName=stack_name)
+            except (ClientError, BotoCoreError) as exc:
+                raise UsageError(f"stack {stack_name!r} cannot be read: {exc}") from exc
+            outputs = stacks["Stacks"][0].get("Outputs", [])
+            self._outputs = {o["OutputKey"]: o["OutputValue"] for o in outputs}
+        return self._outputs
+
+
+def queue_url(arguments: argparse.Namespace, connection: Connection) -> str:
+    if arguments.queue_url:
+        return str(arguments.queue_url)
+    if arguments.stack_name:
+        url = connection.stack_outputs(arguments.stack_name).get("DeadLetterQueueUrl")
+        if url:
+            return url
+        raise UsageError(f"stack {arguments.stack_name!r} has no DeadLetterQueueUrl output")
+    raise UsageError(f"the queue is unknown: pass --queue-url, --stack-name or set {QUEUE_URL_ENV}")
+
+
+# --- output -------------------------------------------------------------------------------
+
+
+def write_json_line(stream: IO[str], document: Mapping[str, Any]) -> None:
+    stream.write(json.dumps(document, separators=(",", ":"), default=str) + "\n")
+    stream.flush()
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [headers, *rows]
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def shorten(text: str | None, limit: int) -> str:
+    if not text:
+        return "-"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def groups_cell(message: DeadLetter | Unrecognised) -> str:
+    if isinstance(message, Unrecognised) or not message.security_groups:
+        return "-"
+    groups = message.security_groups
+    shown = ",".join(groups[:2])
+    return shown if len(groups) <= 2 else f"{shown} +{len(groups) - 2}"
+
+
+def age_cell(age: timedelta | None) -> str:
+    if age is None:
+        return "-"
+    seconds = max(int(age.total_seconds()), 0)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{seconds:02d}s"
+    return f"{seconds}s"
+
+
+class Progress:
+    """A one-line progress indicator on a terminal's stderr; silent anywhere else."""
+
+    _INTERVAL = 0.1
+    _WIDTH = 24
+
+    def __init__(self, stream: IO[str] | None = None, total: int | None = None) -> None:
+        self._stream = stream if stream is not None else sys.stderr
+        self._enabled = bool(getattr(self._stream, "isatty", lambda: False)())
+        self._total = total
+        self._counts: dict[str, int] = {}
+        self._started = time.monotonic()
+        self._drawn = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    def advance(self, result: str) -> None:
+        self._counts[result] = self._counts.get(result, 0) + 1
+        now = time.monotonic()
+        if self._enabled and now - self._drawn >= self._INTERVAL:
+            self._drawn = now
+            self._draw(now)
+
+    def close(self) -> None:
+        if self._enabled and self._drawn:
+            self._stream.write("\r\x1b[2K")
+            self._stream.flush()
+
+    def _draw(self, now: float) -> None:
+        done = sum(self._counts.values())
+        rate = done / max(now - self._started, 1e-6)
+        if self._total:
+            filled = min(self._WIDTH, self._WIDTH * done // self._total)
+            bar = "#" * filled + "." * (self._WIDTH - filled)
+            position = f"[{bar}] {done}/~{self._total}"
+        else:
+            position = f"{done}"
+        counts = " ".join(f"{name} {count}" for name, count in sorted(self._counts.items()))
+        self._stream.write(f"\r\x1b[2K{position}  {counts}  {rate:.1f} msg/s")
+        self._stream.flush()
