@@ -79,8 +79,9 @@ def resolve_destinations(
     for destination, (group_id, port) in located.items():
         group = groups.get(group_id)
         if group is None:
+            owner = "" if destination.cache is None else f" of {destination.label}"
             resolved[destination] = UnresolvedDestination(
-                f"security group {group_id} of {destination.label} does not exist in {region}",
+                f"security group {group_id}{owner} does not exist in {region}",
                 GROUP_NOT_FOUND,
                 FailureKind.PERMANENT,
             )

@@ -1,4 +1,9 @@
-"""Builds the Authorizer from settings and clients, once per execution environment."""
+"""Builds the Authorizer from settings and clients, once per execution environment.
+
+`build_policy_source` and `build_granter` are the pieces other entry points (the operator's
+tools, a reconciler) share with the event path, so every path reads the same policy and
+makes grants, classic or VPC, through the same idempotency records.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from cache_ingress.settings import Settings, current_settings
 def build_authorizer(settings: Settings, clients: Clients | None = None) -> Authorizer:
     """Wire the adapters; clients are only created when first used."""
     clients = clients or Clients(settings.region)
+    policies = build_policy_source(settings, clients)
 
     def describe_security_groups(group_ids: Sequence[str]) -> dict[str, SecurityGroupFacts]:
         from cache_ingress.security_groups import describe_groups  # noqa: PLC0415
@@ -34,8 +40,9 @@ def build_authorizer(settings: Settings, clients: Clients | None = None) -> Auth
     def describe(group_ids: Sequence[str]) -> dict[str, SecurityGroupFacts]:
         """The tagged groups as they are now, each with the VPC caches its tag names.
 
-        Called once per invocation, after the policy was read; the policy source returns the
-        same parsed policy again. Classic-only policies make no ElastiCache call here.
+        Called once per invocation, right after the Authorizer read the policy, so the
+        policy source answers from its cache with the same parsed policy. Policies without
+        VPC targets make no ElastiCache call here.
         """
         groups = describe_security_groups(group_ids)
         policy = policies.current()
@@ -56,6 +63,36 @@ def build_authorizer(settings: Settings, clients: Clients | None = None) -> Auth
             for group_id, group in groups.items()
         }
 
+    @cache
+    def dead_letters() -> DeadLetterQueue:
+        return DeadLetterQueue(clients.get("sqs"), settings.dead_letter_queue_url)
+
+    return Authorizer(
+        settings,
+        policies=policies,
+        describe_groups=describe,
+        granter=cache(lambda: build_granter(settings, clients)),
+        dead_letters=dead_letters,
+    )
+
+
+def build_policy_source(settings: Settings, clients: Clients) -> PolicySource:
+    """The policy as the settings name it: the bundled file or the SSM parameter."""
+    return PolicySource(
+        tag_key=settings.tag_key,
+        policy_file=settings.policy_file,
+        parameter=settings.policy_parameter,
+        max_age_seconds=settings.policy_max_age_seconds,
+        ssm_client=lambda: clients.get("ssm"),
+    )
+
+
+def build_granter(settings: Settings, clients: Clients) -> Granter:
+    """A Granter that sends each grant to the adapter of its destination kind."""
+    from aws_lambda_powertools.utilities.idempotency import (  # noqa: PLC0415
+        DynamoDBPersistenceLayer,
+    )
+
     def authorize(grant: Grant) -> Outcome:
         if grant.is_vpc:
             from cache_ingress.vpc_ingress import authorize as add_rule  # noqa: PLC0415
@@ -65,35 +102,10 @@ def build_authorizer(settings: Settings, clients: Clients | None = None) -> Auth
 
         return classic(clients.get("elasticache"), grant)
 
-    @cache
-    def granter() -> Granter:
-        from aws_lambda_powertools.utilities.idempotency import (  # noqa: PLC0415
-            DynamoDBPersistenceLayer,
-        )
-
-        persistence = DynamoDBPersistenceLayer(
-            table_name=settings.idempotency_table, boto3_client=clients.get("dynamodb")
-        )
-        return Granter(authorize, persistence, expiry_seconds=settings.idempotency_expiry_seconds)
-
-    @cache
-    def dead_letters() -> DeadLetterQueue:
-        return DeadLetterQueue(clients.get("sqs"), settings.dead_letter_queue_url)
-
-    policies = PolicySource(
-        tag_key=settings.tag_key,
-        policy_file=settings.policy_file,
-        parameter=settings.policy_parameter,
-        max_age_seconds=settings.policy_max_age_seconds,
-        ssm_client=lambda: clients.get("ssm"),
+    persistence = DynamoDBPersistenceLayer(
+        table_name=settings.idempotency_table, boto3_client=clients.get("dynamodb")
     )
-    return Authorizer(
-        settings,
-        policies=policies,
-        describe_groups=describe,
-        granter=granter,
-        dead_letters=dead_letters,
-    )
+    return Granter(authorize, persistence, expiry_seconds=settings.idempotency_expiry_seconds)
 
 
 def _with_destinations(
