@@ -1,0 +1,149 @@
+"""The scheduled sweep against moto and the emulation; helpers shared by its tests.
+
+moto 5.2 answers DescribeSecurityGroups with every matching group at once: it ignores
+MaxResults and NextToken. `install_security_group_paging` makes it page as EC2 documents
+(MaxResults 5-1000, not with GroupIds; an opaque NextToken), so the sweep's pagination and
+its resume token go through botocore exactly as they would against AWS. The benchmark uses
+it too. Inferred, not observed: the order of groups (by id here), and the error code for a
+token EC2 does not accept (`InvalidPaginationToken` here; the sweep does not depend on it).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from moto.core.responses import ActionResult
+from moto.ec2.exceptions import EC2ClientError, InvalidParameterCombination
+from moto.ec2.responses.security_groups import SecurityGroups
+
+from cache_ingress.aws import Clients
+from cache_ingress.reconcile import ReconcileOptions, Reconciler, build_reconciler
+from cache_ingress.settings import Settings
+
+_TOKEN_PREFIX = "security-group-page:"
+_LOCK = threading.Lock()
+_ORIGINAL: Callable[[SecurityGroups], ActionResult] | None = None
+
+
+def _encode(last_group_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{_TOKEN_PREFIX}{last_group_id}".encode()).decode()
+
+
+def _decode(token: str) -> str:
+    try:
+        decoded = base64.b64decode(token, altchars=b"-_", validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        decoded = ""
+    if not decoded.startswith(_TOKEN_PREFIX):
+        raise EC2ClientError(
+            "InvalidPaginationToken", f"The pagination token {token} is not valid or is expired."
+        )
+    return decoded.removeprefix(_TOKEN_PREFIX)
+
+
+def _describe_security_groups_paged(self: SecurityGroups) -> ActionResult:
+    assert _ORIGINAL is not None
+    max_results = self._get_param("MaxResults")
+    token = self._get_param("NextToken")
+    if max_results is None and not token:
+        return _ORIGINAL(self)
+    if self._get_param("GroupIds", []):
+        raise InvalidParameterCombination(
+            "The parameter groupIdSet cannot be used with the parameter maxResults"
+        )
+    groups = sorted(
+        self.ec2_backend.describe_security_groups(
+            groupnames=self._get_param("GroupNames", []),
+            filters=self._filters_from_querystring(),
+        ),
+        key=lambda group: group.id,
+    )
+    if token:
+        # The token names the last group returned, so a page boundary survives groups being
+        # created or deleted between two requests.
+        after = _decode(str(token))
+        groups = [group for group in groups if group.id > after]
+    size = int(max_results) if max_results is not None else 1000
+    page = groups[:size]
+    result: dict[str, Any] = {"SecurityGroups": page}
+    if len(groups) > size:
+        result["NextToken"] = _encode(page[-1].id)
+    return ActionResult(result)
+
+
+def install_security_group_paging() -> None:
+    """Make moto's DescribeSecurityGroups honour MaxResults/NextToken; calling it again is
+    harmless. Without either parameter moto answers as before.
+    """
+    global _ORIGINAL  # noqa: PLW0603 - installed once per process, like the emulation
+    with _LOCK:
+        present = SecurityGroups.__dict__["describe_security_groups"]
+        if present is _describe_security_groups_paged:
+            return
+        _ORIGINAL = present
+        SecurityGroups.describe_security_groups = _describe_security_groups_paged  # type: ignore[method-assign]
+
+
+@dataclass
+class ClockedContext:
+    """A Lambda context whose remaining time the test sets, step by step.
+
+    `remaining` is called with the number of times the sweep has asked so far.
+    """
+
+    remaining: Callable[[int], int]
+    aws_request_id: str = "reconcile-request-1"
+    function_name: str = "cache-ingress-reconcile"
+    function_version: str = "$LATEST"
+    invoked_function_arn: str = (
+        "arn:aws:lambda:us-east-1:123456789012:function:cache-ingress-reconcile"
+    )
+    memory_limit_in_mb: int = 512
+    log_group_name: str = "/aws/lambda/cache-ingress-reconcile"
+    log_stream_name: str = "2026/11/20/[$LATEST]def"
+    asked: int = field(default=0)
+
+    def get_remaining_time_in_millis(self) -> int:
+        value = self.remaining(self.asked)
+        self.asked += 1
+        return value
+
+
+def make_reconciler(
+    environment: dict[str, str],
+    clients: dict[str, Any],
+    *,
+    options: ReconcileOptions | None = None,
+) -> Reconciler:
+    """A Reconciler wired as the function wires it, on the test's clients."""
+    settings = Settings.from_environ(environment)
+    injected = Clients(settings.region)
+    for name, client in clients.items():
+        injected.inject(name, client)
+    return build_reconciler(settings, options or ReconcileOptions(), injected)
+
+
+def granted_pairs(elasticache: Any, cache_group: str) -> set[tuple[str, str]]:
+    """(EC2 group name, owner) pairs the cache security group grants now."""
+    response = elasticache.describe_cache_security_groups(CacheSecurityGroupName=cache_group)
+    return {
+        (pair["EC2SecurityGroupName"], pair["EC2SecurityGroupOwnerId"])
+        for pair in response["CacheSecurityGroups"][0]["EC2SecurityGroups"]
+    }
+
+
+def count_calls(client: Any, operation: str) -> list[dict[str, Any]]:
+    """Every request of one operation the client sends from now on, as sent."""
+    calls: list[dict[str, Any]] = []
+    service = client.meta.service_model.service_id.hyphenize()
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        calls.append(dict(params))
+
+    client.meta.events.register(f"provide-client-params.{service}.{operation}", record)
+    return calls
