@@ -17,6 +17,7 @@ Three parts:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import io
 import json
@@ -53,15 +54,21 @@ __all__ = [
     "load_env_vars_file",
     "load_template",
     "project_root",
+    "rebase",
     "render",
     "resolve_function",
     "running_target",
+    "runtime_variables",
+    "sam_local_function",
     "sam_pseudo_parameters",
 ]
 
 FUNCTION_ID: Final = "IngressFunction"
 HANDLER_MODULE: Final = "cache_ingress.handler"
 ENDPOINT_VARIABLE: Final = "AWS_ENDPOINT_URL"
+# `sam local` resolves AWS::AccountId and AWS::Region to these unless told otherwise.
+SAM_DEFAULT_ACCOUNT: Final = "123456789012"
+SAM_DEFAULT_REGION: Final = "us-east-1"
 # Settings the function reads that the template does not declare: unset in Lambda, so unset
 # here too, whatever the developer's shell holds.
 _UNDECLARED_SETTINGS: Final = ("POLICY_FILE", "IDEMPOTENCY_EXPIRY_SECONDS")
@@ -593,30 +600,65 @@ def function_environment(
         declared = apply_env_vars(declared, env_vars, logical_id)
         container_endpoint = declared.get(ENDPOINT_VARIABLE, "")
         if container_endpoint and container_endpoint != target.endpoint_url:
-            for name, value in declared.items():
-                if value.startswith(container_endpoint):
-                    declared[name] = target.endpoint_url + value[len(container_endpoint) :]
+            declared = rebase(declared, container_endpoint, target.endpoint_url)
             notes.append(
                 f"{container_endpoint} (a container's view) re-based to {target.endpoint_url}"
             )
     if ENDPOINT_VARIABLE not in declared:
         notes.append(f"the template does not declare {ENDPOINT_VARIABLE}; set here all the same")
     declared[ENDPOINT_VARIABLE] = target.endpoint_url
-    runtime = {
-        # What the Lambda runtime (and `sam local`) sets; the credentials are dummies on
-        # purpose, so a mistake can never reach a real account with the developer's keys.
+    runtime = runtime_variables(function, scenario.region)
+    return function, {**runtime, **declared}, tuple(notes)
+
+
+def runtime_variables(function: FunctionDefinition, region: str) -> dict[str, str]:
+    """What the Lambda runtime (and `sam local`) sets besides the function's variables.
+
+    The credentials are dummies on purpose: a mistake can never reach a real account with
+    the developer's keys.
+    """
+    return {
         "AWS_SAM_LOCAL": "true",
-        "AWS_REGION": scenario.region,
-        "AWS_DEFAULT_REGION": scenario.region,
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
         "AWS_ACCESS_KEY_ID": DUMMY_CREDENTIALS["aws_access_key_id"],
         "AWS_SECRET_ACCESS_KEY": DUMMY_CREDENTIALS["aws_secret_access_key"],
-        "AWS_LAMBDA_FUNCTION_NAME": logical_id,
+        "AWS_LAMBDA_FUNCTION_NAME": function.logical_id,
         "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_size),
         "AWS_LAMBDA_FUNCTION_TIMEOUT": str(function.timeout),
         "AWS_LAMBDA_FUNCTION_HANDLER": function.handler,
     }
-    return function, {**runtime, **declared}, tuple(notes)
+
+
+def sam_local_function(
+    template: Mapping[str, Any],
+    env_vars: Mapping[str, Any] | None,
+    *,
+    logical_id: str = FUNCTION_ID,
+    account_id: str = SAM_DEFAULT_ACCOUNT,
+    region: str = SAM_DEFAULT_REGION,
+) -> FunctionDefinition:
+    """The function as `sam local invoke --env-vars` gives it to its container: pseudo
+    parameters at SAM's defaults, a Ref to a resource as its logical id, then the file.
+    """
+    function = resolve_function(
+        template, logical_id, pseudo=sam_pseudo_parameters(account_id, region)
+    )
+    environment = function.environment
+    if env_vars is not None:
+        environment = apply_env_vars(environment, env_vars, logical_id)
+    return dataclasses.replace(function, environment=environment)
+
+
+def rebase(environment: Mapping[str, str], old: str, new: str) -> dict[str, str]:
+    """Every value under URL ``old`` moved under ``new`` (the same emulator, seen from
+    another place: a container's host.docker.internal, this machine's 127.0.0.1).
+    """
+    return {
+        name: new + value[len(old) :] if value.startswith(old) else value
+        for name, value in environment.items()
+    }
 
 
 def _emulator_resources(

@@ -1,0 +1,295 @@
+"""`cache-ingress demo`: the product in a few steps, on the embedded AWS, with no account.
+
+Each step runs the real handler (`cache-ingress invoke`'s machinery) on one sample event and
+checks that it had its expected outcome; the exit status is 0 only if every step did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Final
+
+from cache_ingress_tools.emulator.scenario import (
+    DEFAULT_SCENARIO,
+    Scenario,
+    ScenarioError,
+    load_scenario,
+)
+from cache_ingress_tools.emulator.server import EmbeddedAws, EmulatorError
+from cache_ingress_tools.local_invoke import (
+    InvocationResult,
+    LocalInvokeError,
+    Target,
+    TemplateError,
+    describe_event,
+    embedded_target,
+    invoke,
+    project_root,
+)
+
+EXIT_OK: Final = 0
+EXIT_UNEXPECTED: Final = 1
+EXIT_USAGE: Final = 2
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="walk through tag → policy → grant, a denial and a dead letter (no AWS account)",
+        description=(
+            "Start the embedded AWS with the default scenario and run the real function on "
+            "sample events: a tagged group the policy allows is authorized, a tag the policy "
+            "denies is refused (and which rule says so), and a failure lands in the "
+            "dead-letter queue. Exit status 0 only if every step had its expected outcome."
+        ),
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="also print the function's structured log lines"
+    )
+    parser.set_defaults(handler=run)
+
+
+@dataclass
+class DemoSession:
+    """What the steps share: the embedded AWS, the project's files, the results so far."""
+
+    target: Target
+    root: Path
+    out: IO[str]
+    verbose: bool = False
+    results: list[StepOutcome] = field(default_factory=list)
+
+    @property
+    def scenario(self) -> Scenario:
+        return self.target.scenario
+
+    def run_event(self, event_file: str) -> tuple[Any, InvocationResult]:
+        event = json.loads((self.root / "events" / event_file).read_text(encoding="utf-8"))
+        result = invoke(event, self.target, template_path=self.root / "template.yaml")
+        return event, result
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutcome:
+    title: str
+    lines: tuple[str, ...]
+    problems: tuple[str, ...]
+    log_lines: tuple[Any, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One sample event and what must come of it."""
+
+    title: str
+    event_file: str
+    check: Callable[[InvocationResult], list[str]]
+    result_line: Callable[[InvocationResult], str]
+
+    def run(self, session: DemoSession) -> StepOutcome:
+        event, result = session.run_event(self.event_file)
+        lines = [
+            f"event     {describe_event(event, session.scenario)}",
+            f"          (events/{self.event_file})",
+            *(f"decision  {text}" for text in _decisions(result)),
+            f"result    {self.result_line(result)}",
+        ]
+        return StepOutcome(self.title, tuple(lines), tuple(self.check(result)), result.log_lines)
+
+
+# --- the steps --------------------------------------------------------------------------
+
+
+def _authorized_check(result: InvocationResult) -> list[str]:
+    problems = _status(result, "completed")
+    if not any(d.get("outcome") == "authorized" for d in _decision_list(result)):
+        problems.append("no decision was 'authorized'")
+    if not any(result.new_ingress().values()):
+        problems.append("no cache security group gained ingress")
+    return problems
+
+
+def _authorized_result(result: InvocationResult) -> str:
+    added = [
+        f"{name} now admits {', '.join(i.ec2_security_group_name for i in pairs)}"
+        for name, pairs in result.new_ingress().items()
+        if pairs
+    ]
+    return "; ".join(added) or "no cache security group changed"
+
+
+def _denied_check(result: InvocationResult) -> list[str]:
+    problems = _status(result, "completed")
+    if not any(d.get("outcome") == "denied" and d.get("rule") for d in _decision_list(result)):
+        problems.append("no decision was 'denied' by a named rule")
+    if any(result.new_ingress().values()):
+        problems.append("a cache security group gained ingress")
+    return problems
+
+
+def _unchanged_result(result: InvocationResult) -> str:
+    if any(result.new_ingress().values()):
+        return _authorized_result(result)
+    return "no cache security group changed"
+
+
+def _dead_letter_check(result: InvocationResult) -> list[str]:
+    problems = _status(result, "dead-lettered")
+    event_id = result.event.get("id") if isinstance(result.event, dict) else None
+    if result.after.dead_letter_count != result.before.dead_letter_count + 1:
+        problems.append("the dead-letter queue did not gain one message")
+    if not any(letter.event_id == event_id for letter in result.after.dead_letters):
+        problems.append("the event is not in the dead-letter queue")
+    return problems
+
+
+def _dead_letter_result(result: InvocationResult) -> str:
+    queue = result.target.scenario.dead_letter_queue
+    error_type = (result.summary or {}).get("errorType", "?")
+    return (
+        f"the event waits in dead-letter queue {queue} ({error_type}); "
+        f"the queue holds {result.after.dead_letter_count} message(s)"
+    )
+
+
+STEPS: Final[tuple[Step, ...]] = (
+    Step(
+        "A group is tagged, the policy allows it, ingress is authorized",
+        "tag-change-authorized.json",
+        _authorized_check,
+        _authorized_result,
+    ),
+    Step(
+        "A tag the policy does not allow is denied, and the rule is named",
+        "tag-change-required-tag-missing.json",
+        _denied_check,
+        _unchanged_result,
+    ),
+    Step(
+        "A grant that cannot be made lands in the dead-letter queue",
+        "tag-change-cache-group-missing.json",
+        _dead_letter_check,
+        _dead_letter_result,
+    ),
+)
+
+
+def replay_step(session: DemoSession) -> StepOutcome | None:
+    """The last step: the operator creates the missing cache group and replays the event
+    from the dead-letter queue. Hook point for the replay tool; until it is wired in here,
+    there is no such step (None), and the demo says nothing it has not done.
+    """
+    del session
+    return None
+
+
+# --- running and printing ---------------------------------------------------------------
+
+
+def run(arguments: argparse.Namespace, stdout: IO[str] | None = None) -> int:
+    out = stdout if stdout is not None else sys.stdout
+    try:
+        root = project_root()
+        scenario = load_scenario(DEFAULT_SCENARIO)
+        with EmbeddedAws(scenario, port=0) as aws:
+            session = DemoSession(
+                target=embedded_target(aws, "embedded, default scenario"),
+                root=root,
+                out=out,
+                verbose=arguments.verbose,
+            )
+            _header(session)
+            for step in STEPS:
+                _report(session, step.run(session))
+            final = replay_step(session)
+            if final is not None:
+                _report(session, final)
+    except (LocalInvokeError, TemplateError, ScenarioError, EmulatorError, OSError) as exc:
+        sys.stderr.write(f"cache-ingress demo: {exc}\n")
+        return EXIT_USAGE
+    return _footer(session)
+
+
+def _header(session: DemoSession) -> None:
+    scenario = session.scenario
+    session.out.write(
+        "cache-ingress demo: the real function and the bundled policy, on an embedded AWS\n"
+        f"  {session.target.endpoint_url}, account {scenario.account_id}, {scenario.region}\n"
+        f"  cache security groups: {', '.join(scenario.cache_security_groups)}\n"
+    )
+
+
+def _report(session: DemoSession, outcome: StepOutcome) -> None:
+    session.results.append(outcome)
+    write = session.out.write
+    write(f"\n{len(session.results)}. {outcome.title}\n")
+    width = max(60, min(shutil.get_terminal_size((100, 24)).columns, 100))
+    for line in outcome.lines:
+        # Continuation lines start under the text, after the 10-character label.
+        text = textwrap.fill(
+            line,
+            width,
+            initial_indent="   ",
+            subsequent_indent=" " * 13,
+            break_on_hyphens=False,
+        )
+        write(text + "\n")
+    if session.verbose:
+        for log_line in outcome.log_lines:
+            text = (
+                json.dumps(log_line, separators=(",", ":"))
+                if isinstance(log_line, dict)
+                else str(log_line)
+            )
+            write(f"   log       {text}\n")
+    if outcome.ok:
+        write("   ok\n")
+    for problem in outcome.problems:
+        write(f"   UNEXPECTED: {problem}\n")
+
+
+def _footer(session: DemoSession) -> int:
+    passed = sum(outcome.ok for outcome in session.results)
+    total = len(session.results)
+    session.out.write(
+        f"\n{passed} of {total} steps had their expected outcome.\n"
+        "Any sample event, with the full log: cache-ingress invoke events/<file>.json\n"
+        "All local commands, sam local invoke too: docs/local.md\n"
+    )
+    return EXIT_OK if passed == total else EXIT_UNEXPECTED
+
+
+def _decision_list(result: InvocationResult) -> list[dict[str, Any]]:
+    decisions = (result.summary or {}).get("decisions", [])
+    return [d for d in decisions if isinstance(d, dict)]
+
+
+def _decisions(result: InvocationResult) -> Sequence[str]:
+    if result.error is not None:
+        return [f"the function raised {type(result.error).__name__}: {result.error}"]
+    lines = []
+    for decision in _decision_list(result):
+        target = decision.get("target") or "(no target)"
+        outcome = str(decision.get("outcome"))
+        if decision.get("rule"):
+            outcome += f" by rule {decision['rule']}"
+        lines.append(f"{target}: {outcome}; {decision.get('reason', '')}")
+    return lines or [f"none ({(result.summary or {}).get('reason', 'no decision')})"]
+
+
+def _status(result: InvocationResult, expected: str) -> list[str]:
+    if result.error is not None:
+        return [f"the function raised {type(result.error).__name__}: {result.error}"]
+    status = (result.summary or {}).get("status")
+    return [] if status == expected else [f"status {status!r}, expected {expected!r}"]
