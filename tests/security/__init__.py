@@ -1,0 +1,1 @@
+"""Evidence that the function keeps its promises under bad input, faults and load."""
