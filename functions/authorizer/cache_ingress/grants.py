@@ -70,16 +70,26 @@ class Granter:
             )
         except AwsCallError as exc:
             kind = FailureKind.TRANSIENT if exc.transient else FailureKind.PERMANENT
-            return grant_decision(grant, principal, Outcome.FAILED, str(exc), kind, exc.code)
+            return grant.decision(
+                Outcome.FAILED, str(exc), principal, failure=kind, error_code=exc.code
+            )
         except IdempotencyAlreadyInProgressError:
             reason = "another execution is making this grant now; retrying later"
-            return grant_decision(
-                grant, principal, Outcome.FAILED, reason, FailureKind.TRANSIENT, "InProgress"
+            return grant.decision(
+                Outcome.FAILED,
+                reason,
+                principal,
+                failure=FailureKind.TRANSIENT,
+                error_code="InProgress",
             )
         except IdempotencyPersistenceLayerError as exc:
             reason = f"the idempotency record could not be written or read: {exc}"
-            return grant_decision(
-                grant, principal, Outcome.FAILED, reason, FailureKind.TRANSIENT, "IdempotencyStore"
+            return grant.decision(
+                Outcome.FAILED,
+                reason,
+                principal,
+                failure=FailureKind.TRANSIENT,
+                error_code="IdempotencyStore",
             )
         outcome = Outcome(result["outcome"])
         if outcome is Outcome.AUTHORIZED:
@@ -88,30 +98,4 @@ class Granter:
             reason = f"the cache's security group already allows this group on tcp/{grant.port}"
         else:
             reason = "the cache security group already allows this group"
-        return grant_decision(grant, principal, outcome, reason)
-
-
-def grant_decision(
-    grant: Grant,
-    principal: str | None,
-    outcome: Outcome,
-    reason: str,
-    failure: FailureKind | None = None,
-    error_code: str | None = None,
-) -> Decision:
-    """The decision for a grant, naming its destination whichever kind it is."""
-    return Decision(
-        group_id=grant.group_id,
-        target=grant.target,
-        outcome=outcome,
-        reason=reason,
-        group_name=grant.group_name,
-        owner_id=grant.owner_id,
-        cache_security_group=grant.cache_security_group,
-        principal=principal,
-        failure=failure,
-        error_code=error_code,
-        vpc_security_group=grant.vpc_security_group,
-        port=grant.port,
-        cache=grant.cache,
-    )
+        return grant.decision(outcome, reason, principal)

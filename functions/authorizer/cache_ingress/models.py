@@ -141,6 +141,32 @@ class Grant:
     def is_vpc(self) -> bool:
         return self.vpc_security_group is not None
 
+    def decision(
+        self,
+        outcome: Outcome,
+        reason: str,
+        principal: str | None,
+        *,
+        failure: FailureKind | None = None,
+        error_code: str | None = None,
+    ) -> Decision:
+        """The decision for this grant, naming its destination whichever kind it is."""
+        return Decision(
+            group_id=self.group_id,
+            target=self.target,
+            outcome=outcome,
+            reason=reason,
+            group_name=self.group_name,
+            owner_id=self.owner_id,
+            cache_security_group=self.cache_security_group,
+            principal=principal,
+            failure=failure,
+            error_code=error_code,
+            vpc_security_group=self.vpc_security_group,
+            port=self.port,
+            cache=self.cache,
+        )
+
     def idempotency_data(self) -> dict[str, str | int | bool]:
         """The classic key is exactly the six fields it always was, so records written before
         VPC targets existed still match; a VPC key adds the destination, so grants to
