@@ -1,0 +1,343 @@
+"""IAM and data-at-rest checks on template.yaml, read as CloudFormation reads it.
+
+The template is loaded with a YAML loader that understands the short intrinsic tags, and
+the intrinsics that build ARNs are evaluated for concrete parameters, so the assertions are
+about the ARNs IAM will see, not about the text that produces them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.template
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+PSEUDO = {"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": ACCOUNT}
+# Actions IAM cannot scope to a resource (the service authorization reference lists no
+# resource type for them): the only ones that may use Resource "*".
+UNSCOPABLE_ACTIONS = frozenset({"ec2:DescribeSecurityGroups"})
+AUTHORIZE = "elasticache:AuthorizeCacheSecurityGroupIngress"
+DLQ_ARN = "<DeadLetterQueue.Arn>"
+
+
+class _NoValue:
+    """AWS::NoValue: the property or list item disappears."""
+
+
+NO_VALUE = _NoValue()
+
+
+class CloudFormationLoader(yaml.SafeLoader):
+    """SafeLoader plus the short intrinsic tags (!Ref, !GetAtt, !Sub, …) as long forms."""
+
+
+def _intrinsic(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        assert isinstance(node, yaml.MappingNode)
+        value = loader.construct_mapping(node, deep=True)
+    if tag_suffix == "Ref":
+        return {"Ref": value}
+    if tag_suffix == "Condition":
+        return {"Condition": value}
+    if tag_suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{tag_suffix}": value}
+
+
+CloudFormationLoader.add_multi_constructor("!", _intrinsic)
+
+
+@cache
+def template() -> dict[str, Any]:
+    loaded = yaml.load(TEMPLATE.read_text(encoding="utf-8"), Loader=CloudFormationLoader)  # noqa: S506 - a SafeLoader subclass
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def resources(kind: str | None = None) -> dict[str, dict[str, Any]]:
+    return {
+        name: body
+        for name, body in template()["Resources"].items()
+        if kind is None or body["Type"] == kind
+    }
+
+
+class Evaluator:
+    """Evaluates the intrinsics an IAM statement uses, for one set of parameter values."""
+
+    def __init__(self, overrides: Mapping[str, str] | None = None) -> None:
+        self.parameters: dict[str, Any] = {}
+        for name, spec in template().get("Parameters", {}).items():
+            value = (overrides or {}).get(name, spec.get("Default"))
+            if spec["Type"] == "CommaDelimitedList" and isinstance(value, str):
+                value = [item.strip() for item in value.split(",")]
+            self.parameters[name] = value
+
+    def condition(self, name: str) -> bool:
+        return bool(self.value(template()["Conditions"][name]))
+
+    def value(self, node: Any) -> Any:  # noqa: C901, PLR0911, PLR0912 - one branch per intrinsic
+        if isinstance(node, list):
+            items = [self.value(item) for item in node]
+            return [item for item in items if item is not NO_VALUE]
+        if not isinstance(node, dict):
+            return node
+        if len(node) != 1:
+            values = {key: self.value(item) for key, item in node.items()}
+            return {key: item for key, item in values.items() if item is not NO_VALUE}
+        [(key, argument)] = node.items()
+        if key == "Ref":
+            return self._ref(argument)
+        if key == "Condition":
+            return self.condition(argument)
+        if key == "Fn::GetAtt":
+            return f"<{argument[0]}.{argument[1]}>"
+        if key == "Fn::Sub":
+            return self._sub(argument)
+        if key == "Fn::Join":
+            delimiter, items = argument
+            return str(self.value(delimiter)).join(self.value(items))
+        if key == "Fn::Split":
+            delimiter, text = argument
+            return str(self.value(text)).split(str(self.value(delimiter)))
+        if key == "Fn::If":
+            name, when_true, when_false = argument
+            return self.value(when_true if self.condition(name) else when_false)
+        if key == "Fn::Equals":
+            left, right = (self.value(item) for item in argument)
+            return left == right
+        if key == "Fn::Not":
+            return not self.value(argument[0])
+        if key == "Fn::Select":
+            index, items = argument
+            return self.value(items)[int(index)]
+        return {key: self.value(argument)}
+
+    def _ref(self, name: str) -> Any:
+        if name == "AWS::NoValue":
+            return NO_VALUE
+        if name in PSEUDO:
+            return PSEUDO[name]
+        if name in self.parameters:
+            return self.parameters[name]
+        assert name in template()["Resources"], f"!Ref to an unknown name {name}"
+        return f"<{name}>"
+
+    def _sub(self, argument: Any) -> str:
+        text, variables = (argument, {}) if isinstance(argument, str) else argument
+        values = {name: self.value(item) for name, item in variables.items()}
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name.startswith("!"):
+                return "${" + name[1:] + "}"
+            if name in values:
+                return str(values[name])
+            if "." in name:
+                resource, attribute = name.split(".", 1)
+                return f"<{resource}.{attribute}>"
+            return str(self._ref(name))
+
+        return re.sub(r"\$\{([^}]+)\}", replace, text)
+
+
+PARAMETER_SETS = {
+    "defaults": {},
+    "with-policy-parameter": {
+        "PolicyParameterName": "/cache-ingress/policy",
+        "CacheSecurityGroupNames": "orders-cache-sg,payments-cache-sg",
+    },
+}
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def identity_statements(evaluator: Evaluator) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(owner, statement) for every identity-policy statement in the template."""
+    for name, body in resources("AWS::Serverless::Function").items():
+        for entry in _as_list(body["Properties"].get("Policies", [])):
+            assert isinstance(entry, dict) and set(entry) == {"Statement"}, (
+                f"{name}: only inline statements are reviewed; found {entry!r}"
+            )
+            for statement in evaluator.value(entry["Statement"]):
+                yield name, statement
+    for kind in ("AWS::IAM::Role", "AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+        for name, body in resources(kind).items():
+            properties = body["Properties"]
+            documents = [properties.get("PolicyDocument")] + [
+                policy["PolicyDocument"] for policy in properties.get("Policies", [])
+            ]
+            for document in filter(None, documents):
+                for statement in _as_list(evaluator.value(document["Statement"])):
+                    yield name, statement
+
+
+def _statements_for(parameters: str) -> list[tuple[str, dict[str, Any]]]:
+    return list(identity_statements(Evaluator(PARAMETER_SETS[parameters])))
+
+
+@pytest.mark.parametrize("parameters", PARAMETER_SETS)
+def test_every_statement_allows_named_actions_on_named_resources(parameters: str) -> None:
+    statements = _statements_for(parameters)
+
+    assert statements
+    for owner, statement in statements:
+        where = f"{owner}/{statement.get('Sid')}"
+        assert statement["Effect"] == "Allow", where
+        assert not {"NotAction", "NotResource", "NotPrincipal"} & set(statement), where
+        actions = _as_list(statement["Action"])
+        for action in actions:
+            assert re.fullmatch(r"[a-z0-9-]+:[A-Za-z0-9]+", action), f"{where}: {action}"
+        resources_ = _as_list(statement["Resource"])
+        assert resources_, where
+        if "*" in resources_:
+            assert resources_ == ["*"], where
+            assert set(actions) <= UNSCOPABLE_ACTIONS, f"{where}: {actions} on '*'"
+        for resource in resources_:
+            assert resource == "*" or "*" not in resource, f"{where}: {resource}"
+
+
+@pytest.mark.parametrize("parameters", PARAMETER_SETS)
+def test_authorize_is_limited_to_the_named_cache_security_groups(parameters: str) -> None:
+    evaluator = Evaluator(PARAMETER_SETS[parameters])
+    names = evaluator.parameters["CacheSecurityGroupNames"]
+    expected = {f"arn:aws:elasticache:{REGION}:{ACCOUNT}:securitygroup:{name}" for name in names}
+
+    granting = [s for _, s in identity_statements(evaluator) if AUTHORIZE in _as_list(s["Action"])]
+
+    assert granting
+    for statement in granting:
+        assert _as_list(statement["Action"]) == [AUTHORIZE]
+        assert set(_as_list(statement["Resource"])) == expected
+
+
+def test_the_function_keeps_its_records_and_dead_letters_in_its_own_resources() -> None:
+    by_action: dict[str, set[str]] = {}
+    for _, statement in _statements_for("with-policy-parameter"):
+        for action in _as_list(statement["Action"]):
+            by_action.setdefault(action, set()).update(_as_list(statement["Resource"]))
+
+    for action in ("GetItem", "PutItem", "UpdateItem", "DeleteItem"):
+        assert by_action.pop(f"dynamodb:{action}") == {"<IdempotencyTable.Arn>"}
+    assert by_action.pop("sqs:SendMessage") == {DLQ_ARN}
+    assert by_action.pop("ssm:GetParameter") == {
+        f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/cache-ingress/policy"
+    }
+    assert by_action.pop("ec2:DescribeSecurityGroups") == {"*"}
+    assert set(by_action) <= {AUTHORIZE} | _reviewed_other_actions()
+
+
+def _reviewed_other_actions() -> set[str]:
+    """Actions other functions of the stack use, each scoped by the general check above."""
+    return {
+        action
+        for owner, statement in _statements_for("with-policy-parameter")
+        if owner != "IngressFunction"
+        for action in _as_list(statement["Action"])
+    }
+
+
+def test_without_a_policy_parameter_the_function_cannot_read_ssm() -> None:
+    actions = {
+        action
+        for _, statement in _statements_for("defaults")
+        for action in _as_list(statement["Action"])
+    }
+    assert not any(action.startswith("ssm:") for action in actions)
+
+
+def test_the_dead_letter_queue_policy_admits_only_eventbridge_for_the_three_rules() -> None:
+    evaluator = Evaluator()
+    rule_arns = {
+        f"<{function}{event}.Arn>"
+        for function, body in resources("AWS::Serverless::Function").items()
+        for event, spec in body["Properties"].get("Events", {}).items()
+        if spec["Type"] == "EventBridgeRule"
+        and evaluator.value(spec["Properties"].get("DeadLetterConfig", {}).get("Arn")) == DLQ_ARN
+    }
+    [policy] = resources("AWS::SQS::QueuePolicy").values()
+    document = evaluator.value(policy["Properties"]["PolicyDocument"])
+
+    assert evaluator.value(policy["Properties"]["Queues"]) == ["<DeadLetterQueue>"]
+    allows = [s for s in document["Statement"] if s["Effect"] == "Allow"]
+    [allow] = allows
+    assert allow["Principal"] == {"Service": "events.amazonaws.com"}
+    assert _as_list(allow["Action"]) == ["sqs:SendMessage"]
+    assert allow["Resource"] == DLQ_ARN
+    assert list(allow["Condition"]) == ["ArnEquals"]
+    assert list(allow["Condition"]["ArnEquals"]) == ["aws:SourceArn"]
+    assert set(allow["Condition"]["ArnEquals"]["aws:SourceArn"]) == rule_arns
+    assert len(rule_arns) == 3
+    [deny] = [s for s in document["Statement"] if s["Effect"] == "Deny"]
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert deny["Principal"] == "*"
+
+
+def test_every_failure_path_ends_in_the_dead_letter_queue() -> None:
+    evaluator = Evaluator()
+    function = resources("AWS::Serverless::Function")["IngressFunction"]["Properties"]
+
+    on_failure = function["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]
+    assert on_failure["Type"] == "SQS"
+    assert evaluator.value(on_failure["Destination"]) == DLQ_ARN
+    assert 0 <= function["EventInvokeConfig"]["MaximumRetryAttempts"] <= 2
+    for name, event in function["Events"].items():
+        assert event["Type"] == "EventBridgeRule", name
+        assert evaluator.value(event["Properties"]["DeadLetterConfig"]["Arn"]) == DLQ_ARN, name
+
+
+def test_nothing_but_eventbridge_rules_can_invoke_the_function() -> None:
+    function = resources("AWS::Serverless::Function")["IngressFunction"]["Properties"]
+
+    assert "FunctionUrlConfig" not in function
+    assert {event["Type"] for event in function["Events"].values()} == {"EventBridgeRule"}
+    for name, permission in resources("AWS::Lambda::Permission").items():
+        assert permission["Properties"]["Principal"] != "*", name
+
+
+def test_the_idempotency_table_is_encrypted_recoverable_and_expires_records() -> None:
+    [table] = resources("AWS::DynamoDB::Table").values()
+    properties = table["Properties"]
+
+    assert properties["SSESpecification"]["SSEEnabled"] is True
+    assert properties["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert properties["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
+    assert properties["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+
+
+def test_the_dead_letter_queue_is_encrypted_and_keeps_messages_fourteen_days() -> None:
+    queue = resources("AWS::SQS::Queue")["DeadLetterQueue"]["Properties"]
+
+    assert queue.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in queue
+    assert queue["MessageRetentionPeriod"] == 14 * 24 * 60 * 60
+
+
+def test_the_loader_reads_short_tags_as_intrinsics() -> None:
+    loaded = yaml.load(  # noqa: S506 - a SafeLoader subclass
+        "a: !Ref X\nb: !GetAtt T.Arn\nc: !Sub 'x-${AWS::Region}'\nd: !If [C, 1, 2]\n",
+        Loader=CloudFormationLoader,
+    )
+    assert loaded == {
+        "a": {"Ref": "X"},
+        "b": {"Fn::GetAtt": ["T", "Arn"]},
+        "c": {"Fn::Sub": "x-${AWS::Region}"},
+        "d": {"Fn::If": ["C", 1, 2]},
+    }
+    with pytest.raises(yaml.constructor.ConstructorError):
+        yaml.load("a: !!python/name:os.system\n", Loader=CloudFormationLoader)  # noqa: S506
