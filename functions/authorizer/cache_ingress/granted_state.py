@@ -1,13 +1,19 @@
-"""ElastiCache adapter: what every cache security group grants now, read once per sweep.
+"""What is granted now, read once per sweep: the two kinds of ingress the function makes.
 
-`describe_cache_security_groups` without a name lists every cache security group of the
-account and region with its EC2 security group pairs, so one paginated read (a page holds
-up to 100 cache groups) answers "is this pair granted?" for every tagged group of the run.
+- Classic: `describe_cache_security_groups` without a name lists every cache security group
+  of the account and region with its EC2 security group pairs, so one paginated read (a
+  page holds up to 100 cache groups) answers "is this pair granted?" for every tagged group.
+- VPC: the inbound rules of the caches' own VPC security groups
+  (`ec2:DescribeSecurityGroups` filtered on their ids), read once for the few cache groups
+  a run meets, however many tagged groups it decides.
+
+`GrantedView` is the sweep's memory of both: each read made once, on first need, plus what
+the sweep granted since.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,9 +22,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from cache_ingress.aws import aws_call_error
 from cache_ingress.cache_security_groups import CLASSIC_UNAVAILABLE
 from cache_ingress.errors import AwsCallError
+from cache_ingress.models import Decision, Grant
 
 ACTION = "elasticache:DescribeCacheSecurityGroups"
+RULES_ACTION = "ec2:DescribeSecurityGroups"
 PAGE_SIZE_MAX = 100
+# EC2 accepts at most 200 values in one filter.
+FILTER_VALUES_MAX = 200
 # The model documents Status without an enum; RDS reports these two while a pair grants
 # access. Any other status ("revoking", or one AWS adds later) counts as not granted: the
 # sweep then asks authorize, which answers AuthorizationAlreadyExists if it was granted.
@@ -76,3 +86,140 @@ def read_granted_state(elasticache: Any, *, page_size: int = PAGE_SIZE_MAX) -> G
         raise error from exc
     except BotoCoreError as exc:
         raise aws_call_error(exc, ACTION) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class IngressRule:
+    """One inbound permission of a VPC security group that names a source group."""
+
+    protocol: str
+    from_port: int | None
+    to_port: int | None
+    source_group: str
+
+    def admits(self, source_group: str, port: int) -> bool:
+        """Whether it lets `source_group` reach TCP `port`: the exact rule the function adds,
+        or a wider one (a port range, or all traffic) that already gives the same access.
+        """
+        if self.source_group != source_group:
+            return False
+        if self.protocol == "-1":
+            return True
+        if self.protocol not in ("tcp", "6") or self.from_port is None or self.to_port is None:
+            return False
+        return self.from_port <= port <= self.to_port
+
+
+def read_ingress_rules(ec2: Any, group_ids: Sequence[str]) -> dict[str, tuple[IngressRule, ...]]:
+    """The group-referencing inbound rules of each VPC security group that exists, by id
+    (a filter, not GroupIds, so that one deleted group does not fail the read); raises
+    AwsCallError.
+    """
+    rules: dict[str, tuple[IngressRule, ...]] = {}
+    paginator = ec2.get_paginator("describe_security_groups")
+    try:
+        for start in range(0, len(group_ids), FILTER_VALUES_MAX):
+            chunk = list(group_ids[start : start + FILTER_VALUES_MAX])
+            for page in paginator.paginate(Filters=[{"Name": "group-id", "Values": chunk}]):
+                for group in page.get("SecurityGroups", []):
+                    rules[str(group["GroupId"])] = tuple(_rules(group))
+    except (ClientError, BotoCoreError) as exc:
+        raise aws_call_error(exc, RULES_ACTION) from exc
+    return rules
+
+
+def _rules(group: Mapping[str, Any]) -> list[IngressRule]:
+    return [
+        IngressRule(
+            protocol=str(permission.get("IpProtocol", "")),
+            from_port=permission.get("FromPort"),
+            to_port=permission.get("ToPort"),
+            source_group=str(pair["GroupId"]),
+        )
+        for permission in group.get("IpPermissions", [])
+        for pair in permission.get("UserIdGroupPairs", [])
+        if pair.get("GroupId")
+    ]
+
+
+ReadClassic = Callable[[], GrantedState]
+ReadRules = Callable[[Sequence[str]], Mapping[str, tuple[IngressRule, ...]]]
+
+
+class GrantedView:
+    """Whether a pair is granted, for one sweep. Each read is made at most once, when a pair
+    first needs it, so a policy without classic targets never calls ElastiCache (an account
+    without EC2-Classic would refuse it). A transient read failure raises AwsCallError (the
+    sweep retries); a permanent one is kept and answered for every pair that needs it.
+    """
+
+    def __init__(self, read_classic: ReadClassic, read_rules: ReadRules) -> None:
+        self._read_classic = read_classic
+        self._read_rules = read_rules
+        self._classic: GrantedState | AwsCallError | None = None
+        self._rules: dict[str, tuple[IngressRule, ...] | AwsCallError] = {}
+        self._added: set[tuple[str, ...]] = set()
+
+    def granted(self, pair: Grant | Decision) -> bool | AwsCallError | None:
+        """True or False; the error that kept it unknown; None if `pair` names no
+        destination (a denial for a target the policy does not have).
+        """
+        if pair.cache_security_group is not None:
+            if pair.group_name is None or pair.owner_id is None:
+                return None
+            classic = self._classic_state()
+            if isinstance(classic, AwsCallError):
+                return classic
+            key = _classic_key(pair.cache_security_group, pair.group_name, pair.owner_id)
+            return key in self._added or classic.grants(
+                pair.cache_security_group, pair.group_name, pair.owner_id
+            )
+        if pair.vpc_security_group is not None and pair.port is not None:
+            rules = self._rules_of(pair.vpc_security_group)
+            if isinstance(rules, AwsCallError):
+                return rules
+            key = _vpc_key(pair.vpc_security_group, pair.port, pair.group_id)
+            return key in self._added or any(r.admits(pair.group_id, pair.port) for r in rules)
+        return None
+
+    def cache_group_exists(self, name: str) -> bool | AwsCallError:
+        classic = self._classic_state()
+        return classic if isinstance(classic, AwsCallError) else classic.exists(name)
+
+    def record(self, grant: Grant) -> None:
+        """The sweep made this grant: the rest of the run sees it granted."""
+        if grant.cache_security_group is not None:
+            self._added.add(
+                _classic_key(grant.cache_security_group, grant.group_name, grant.owner_id)
+            )
+        elif grant.vpc_security_group is not None and grant.port is not None:
+            self._added.add(_vpc_key(grant.vpc_security_group, grant.port, grant.group_id))
+
+    def _classic_state(self) -> GrantedState | AwsCallError:
+        if self._classic is None:
+            try:
+                self._classic = self._read_classic()
+            except AwsCallError as exc:
+                if exc.transient:
+                    raise
+                self._classic = exc
+        return self._classic
+
+    def _rules_of(self, group_id: str) -> tuple[IngressRule, ...] | AwsCallError:
+        if group_id not in self._rules:
+            try:
+                # A group that no longer exists has no rules: authorize then says why.
+                self._rules[group_id] = self._read_rules([group_id]).get(group_id, ())
+            except AwsCallError as exc:
+                if exc.transient:
+                    raise
+                self._rules[group_id] = exc
+        return self._rules[group_id]
+
+
+def _classic_key(cache_security_group: str, group_name: str, owner_id: str) -> tuple[str, ...]:
+    return ("classic", cache_security_group.lower(), group_name, owner_id)
+
+
+def _vpc_key(vpc_security_group: str, port: int, group_id: str) -> tuple[str, ...]:
+    return ("vpc", vpc_security_group, str(port), group_id)

@@ -21,7 +21,7 @@ import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -33,32 +33,43 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cache_ingress.aws import Clients, aws_call_error
-from cache_ingress.decisions import decide
+from cache_ingress.decisions import decide, named_vpc_destinations
 from cache_ingress.errors import (
     AwsCallError,
     CacheIngressError,
     SettingsError,
     TransientFailureError,
 )
-from cache_ingress.granted_state import GrantedState, read_granted_state
+from cache_ingress.granted_state import (
+    GrantedState,
+    GrantedView,
+    IngressRule,
+    ReadClassic,
+    ReadRules,
+    read_granted_state,
+    read_ingress_rules,
+)
 from cache_ingress.models import (
     Decision,
+    DestinationFacts,
     FailureKind,
     Grant,
     Outcome,
     SecurityGroupFacts,
     TagRequest,
+    VpcDestination,
 )
 from cache_ingress.observability import logger, metrics
-from cache_ingress.policy_source import PolicySource
 from cache_ingress.security_groups import _facts as group_facts
 from cache_ingress.settings import Settings, current_settings
+from cache_ingress.wiring import build_granter, build_policy_source
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
     from cache_ingress.grants import Granter
     from cache_ingress.policy import Policy
+    from cache_ingress.policy_source import PolicySource
 
 SOURCE = "cache-ingress.reconcile"
 DETAIL_TYPE = "Scheduled Reconciliation"
@@ -399,25 +410,6 @@ class _Place:
     store: CursorStore | None
 
 
-@dataclass
-class _Granted:
-    """The run's one read of the cache security groups, and what the run granted since."""
-
-    state: GrantedState | None
-    error: AwsCallError | None = None
-    added: set[tuple[str, str, str]] = field(default_factory=set)
-
-    def grants(self, cache_security_group: str, group_name: str, owner_id: str) -> bool:
-        if (cache_security_group.lower(), group_name, owner_id) in self.added:
-            return True
-        return self.state is not None and self.state.grants(
-            cache_security_group, group_name, owner_id
-        )
-
-
-ListGroups = Callable[[str | None], GroupPage]
-
-
 def new_run_id() -> str:
     """Unique per run and per retry: it is the `event_id` of the run's grants, so a record
     left by an earlier run (an hour ago, or a retry a minute ago) never matches a key of
@@ -426,7 +418,13 @@ def new_run_id() -> str:
     return f"reconcile-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:12]}"
 
 
+ListGroups = Callable[[str | None], GroupPage]
+Resolve = Callable[[Sequence[VpcDestination]], Mapping[VpcDestination, DestinationFacts]]
+
+
 class Reconciler:
+    """One sweep over every tagged group; see the module docstring."""
+
     def __init__(
         self,
         settings: Settings,
@@ -434,7 +432,9 @@ class Reconciler:
         *,
         policies: PolicySource,
         list_groups: ListGroups,
-        read_granted: Callable[[], GrantedState],
+        read_granted: ReadClassic,
+        read_rules: ReadRules,
+        resolve_destinations: Resolve,
         granter: Callable[[], Granter],
         cursors: Callable[[], CursorStore] | None = None,
     ) -> None:
@@ -443,6 +443,8 @@ class Reconciler:
         self._policies = policies
         self._list_groups = list_groups
         self._read_granted = read_granted
+        self._read_rules = read_rules
+        self._resolve = resolve_destinations
         self._granter = granter
         self._cursors = cursors
 
@@ -503,37 +505,32 @@ class Reconciler:
         _log_summary(report)
 
     def _sweep(self, report: Report, context: LambdaContext | None, resume: bool) -> None:
-        policy = self._policies.current()
         place = self._start(report, resume)
-        granted = self._granted_now()
-        granter = None if report.dry_run else self._granter()
-        if granter is not None and context is not None:
-            granter.register(context)
-        budget = Budget(context, self._options.time_reserve_ms)
+        run = _Run(
+            policy=self._policies.current(),
+            granted=GrantedView(self._read_granted, self._read_rules),
+            granter=None if report.dry_run else self._granter(),
+            budget=Budget(context, self._options.time_reserve_ms),
+        )
+        if run.granter is not None and context is not None:
+            run.granter.register(context)
         token = place.token
         while True:
-            if budget.exhausted():
+            if run.budget.exhausted():
                 self._stop(report, place, token)
                 return
-            try:
-                with budget.step():
-                    page = self._list_groups(token)
-            except AwsCallError as exc:
-                if place.from_cursor and report.pages == 0 and not exc.transient:
-                    # A stale token must not wedge the sweep: begin again from the start.
-                    logger.warning(
-                        "resume token rejected",
-                        extra={"run_id": report.run_id, "error_code": exc.code, "error": str(exc)},
-                    )
-                    token, place.from_cursor, report.resumed = None, False, False
-                    continue
-                if exc.transient:
-                    self._keep_place(report, place, token)
-                    raise TransientFailureError(f"listing tagged groups failed: {exc}") from exc
-                raise ReconcileError(f"listing tagged groups failed: {exc}") from exc
+            page = self._next_page(report, place, token, run.budget)
+            if page is None:
+                token = None
+                continue
             report.pages += 1
             report.groups_seen += len(page.groups)
-            end = self._reconcile_page(report, page, policy, granted, granter, budget)
+            try:
+                end = self._reconcile_page(report, page, run)
+            except AwsCallError as exc:
+                # Only transient read failures get here; permanent ones fail their pairs.
+                self._keep_place(report, place, page.token)
+                raise TransientFailureError(f"reading granted ingress failed: {exc}") from exc
             if end is _PageEnd.OUT_OF_TIME:
                 self._stop(report, place, page.token)
                 return
@@ -541,14 +538,35 @@ class Reconciler:
                 self._keep_place(report, place, page.token)
                 failed = [p for p in report.pairs if p.decision.failure is FailureKind.TRANSIENT]
                 raise TransientFailureError(
-                    f"{len(failed)} repair(s) failed transiently; the run is retried from "
-                    "this page: " + "; ".join(p.decision.reason for p in failed[:5])
+                    f"{len(failed)} pair(s) failed transiently; the run is retried from this "
+                    "page: " + "; ".join(p.decision.reason for p in failed[:5])
                 )
             token = page.next_token
             if token is None:
                 report.status = "completed"
                 self._keep_place(report, place, None)
                 return
+
+    def _next_page(
+        self, report: Report, place: _Place, token: str | None, budget: Budget
+    ) -> GroupPage | None:
+        """The page `token` names; None when a resumed token was refused (start over)."""
+        try:
+            with budget.step():
+                return self._list_groups(token)
+        except AwsCallError as exc:
+            if place.from_cursor and report.pages == 0 and not exc.transient:
+                # A stale token must not wedge the sweep: begin again from the start.
+                logger.warning(
+                    "resume token rejected",
+                    extra={"run_id": report.run_id, "error_code": exc.code, "error": str(exc)},
+                )
+                place.from_cursor, report.resumed = False, False
+                return None
+            if exc.transient:
+                self._keep_place(report, place, token)
+                raise TransientFailureError(f"listing tagged groups failed: {exc}") from exc
+            raise ReconcileError(f"listing tagged groups failed: {exc}") from exc
 
     # -- resume token --
 
@@ -622,68 +640,84 @@ class Reconciler:
 
     # -- one page --
 
-    def _granted_now(self) -> _Granted:
-        try:
-            return _Granted(self._read_granted())
-        except AwsCallError as exc:
-            if exc.transient:
-                raise TransientFailureError(f"reading granted ingress failed: {exc}") from exc
-            logger.error(
-                "granted ingress unreadable", extra={"error_code": exc.code, "error": str(exc)}
-            )
-            return _Granted(None, exc)
-
-    def _reconcile_page(
-        self,
-        report: Report,
-        page: GroupPage,
-        policy: Policy,
-        granted: _Granted,
-        granter: Granter | None,
-        budget: Budget,
-    ) -> _PageEnd:
+    def _reconcile_page(self, report: Report, page: GroupPage, run: _Run) -> _PageEnd:
+        settings = self._settings
+        groups = self._with_destinations(page.groups, run)
         request = TagRequest(
             event_id=report.run_id,
             source=SOURCE,
             detail_type=DETAIL_TYPE,
-            account=self._settings.account_id,
-            region=self._settings.region,
-            group_ids=tuple(group.group_id for group in page.groups),
+            account=settings.account_id,
+            region=settings.region,
+            group_ids=tuple(group.group_id for group in groups),
         )
         plan = decide(
             request,
-            {group.group_id: group for group in page.groups},
-            policy,
-            account_id=self._settings.account_id,
-            region=self._settings.region,
+            {group.group_id: group for group in groups},
+            run.policy,
+            account_id=settings.account_id,
+            region=settings.region,
         )
+        first = len(report.pairs)
         for decision in plan.decisions:
-            report.pairs.append(_judge(report.run_id, decision, granted))
-        end = _PageEnd.DONE
+            report.pairs.append(_judge(report.run_id, decision, run.granted))
         for grant in plan.grants:
-            known = _known(report.run_id, grant, granted)
+            known = _known(report.run_id, grant, run.granted)
             if known is not None:
                 report.pairs.append(known)
-                continue
-            if granter is None:
+            elif run.granter is None:
                 _log_drift(report.run_id, grant, "would-repair")
                 decision = _grant_decision(grant, Outcome.DRY_RUN, "dry run: would authorize")
                 report.pairs.append(PairResult(PairStatus.DRIFT, decision, False, drift=True))
-                continue
-            if budget.exhausted():
+            elif run.budget.exhausted():
                 return _PageEnd.OUT_OF_TIME
-            _log_drift(report.run_id, grant, "repair")
-            result = _repair(report.run_id, grant, granter, granted)
-            report.pairs.append(result)
-            if result.decision.failure is FailureKind.TRANSIENT:
-                end = _PageEnd.TRANSIENT
-        return end
+            else:
+                _log_drift(report.run_id, grant, "repair")
+                report.pairs.append(_repair(report.run_id, grant, run.granter, run.granted))
+        page_pairs = report.pairs[first:]
+        if any(pair.decision.failure is FailureKind.TRANSIENT for pair in page_pairs):
+            return _PageEnd.TRANSIENT
+        return _PageEnd.DONE
+
+    def _with_destinations(
+        self, groups: Sequence[SecurityGroupFacts], run: _Run
+    ) -> list[SecurityGroupFacts]:
+        """The groups with the VPC caches their tags name, as the event path gives them to
+        `decide`; each cache is looked up once per run, when a group first names it.
+        """
+        region = self._settings.region
+        named = {g.group_id: named_vpc_destinations(g, run.policy, region) for g in groups}
+        missing = [d for ds in named.values() for d in ds if d not in run.destinations]
+        if missing:
+            run.destinations.update(self._resolve(list(dict.fromkeys(missing))))
+        return [
+            replace(group, destinations={d: run.destinations[d] for d in named[group.group_id]})
+            if named[group.group_id]
+            else group
+            for group in groups
+        ]
 
 
-def _judge(run_id: str, decision: Decision, granted: _Granted) -> PairResult:
-    """A pair `decide()` did not allow: denied, needs an event, or has no target."""
+@dataclass
+class _Run:
+    """What one sweep holds from its first page to its last."""
+
+    policy: Policy
+    granted: GrantedView
+    granter: Granter | None
+    budget: Budget
+    destinations: dict[VpcDestination, DestinationFacts] = field(default_factory=dict)
+
+
+def _judge(run_id: str, decision: Decision, granted: GrantedView) -> PairResult:
+    """A pair `decide()` did not allow: denied, needs an event, failed, or has no target."""
+    fields = {"run_id": run_id}
     if decision.outcome is Outcome.NOT_APPLICABLE:
         return PairResult(PairStatus.NOT_APPLICABLE, decision)
+    if decision.outcome is Outcome.FAILED:
+        # A VPC cache that could not be looked up: never granted, retried if transient.
+        logger.error("reconcile failed for pair", extra={**fields, **decision.as_log_fields()})
+        return PairResult(PairStatus.FAILED, decision)
     if decision.outcome is not Outcome.DENIED:
         failed = replace(
             decision,
@@ -691,22 +725,25 @@ def _judge(run_id: str, decision: Decision, granted: _Granted) -> PairResult:
             reason=f"unexpected decision {decision.outcome}: {decision.reason}",
             failure=FailureKind.PERMANENT,
         )
-        logger.error(
-            "reconcile failed for pair", extra={"run_id": run_id, **failed.as_log_fields()}
-        )
+        logger.error("reconcile failed for pair", extra={**fields, **failed.as_log_fields()})
         return PairResult(PairStatus.FAILED, failed)
-    cache_group = decision.cache_security_group
-    is_granted = None
-    if cache_group and decision.group_name and decision.owner_id and granted.error is None:
-        is_granted = granted.grants(cache_group, decision.group_name, decision.owner_id)
+    is_granted = granted.granted(decision)
     if decision.rule != "principals":
-        if is_granted:
-            logger.warning(
-                "grant beyond policy", extra={"run_id": run_id, **decision.as_log_fields()}
-            )
-        return PairResult(PairStatus.DENIED, decision, is_granted)
-    if granted.error is not None:
-        return _unreadable(run_id, decision, granted.error)
+        known = is_granted if isinstance(is_granted, bool) else None
+        if known:
+            logger.warning("grant beyond policy", extra={**fields, **decision.as_log_fields()})
+        return PairResult(PairStatus.DENIED, decision, known)
+    return _principal_required(run_id, decision, is_granted)
+
+
+def _principal_required(
+    run_id: str, decision: Decision, is_granted: bool | AwsCallError | None
+) -> PairResult:
+    """Every rule but `principals` holds (it is the last `decide()` checks): in sync if
+    granted, else drift only an event can repair.
+    """
+    if isinstance(is_granted, AwsCallError):
+        return _unreadable(run_id, decision, is_granted)
     if is_granted:
         in_sync = replace(
             decision,
@@ -723,33 +760,24 @@ def _judge(run_id: str, decision: Decision, granted: _Granted) -> PairResult:
         "drift found",
         extra={"run_id": run_id, "action": "needs-event", **needs_event.as_log_fields()},
     )
-    return PairResult(PairStatus.NEEDS_EVENT, needs_event, False)
+    return PairResult(PairStatus.NEEDS_EVENT, needs_event, is_granted)
 
 
-def _known(run_id: str, grant: Grant, granted: _Granted) -> PairResult | None:
-    """The pair's result if the run's read settles it; None if it is missing and repairable."""
-    cache_group = grant.cache_security_group
-    if cache_group is None:
-        decision = _grant_decision(
-            grant,
-            Outcome.FAILED,
-            "the sweep reconciles cache security groups only; events still grant this target",
-            FailureKind.PERMANENT,
-            "NotReconciled",
+def _known(run_id: str, grant: Grant, granted: GrantedView) -> PairResult | None:
+    """The pair's result if the run's reads settle it; None if it is missing and repairable."""
+    is_granted = granted.granted(grant)
+    if isinstance(is_granted, AwsCallError):
+        return _unreadable(run_id, _grant_decision(grant, Outcome.FAILED, ""), is_granted)
+    if is_granted:
+        reason = (
+            f"the cache's security group already allows this group on tcp/{grant.port}"
+            if grant.is_vpc
+            else "the cache security group already allows this group"
         )
-        logger.error(
-            "reconcile failed for pair", extra={"run_id": run_id, **decision.as_log_fields()}
-        )
-        return PairResult(PairStatus.FAILED, decision)
-    if granted.error is not None:
-        decision = _grant_decision(grant, Outcome.FAILED, "")
-        return _unreadable(run_id, decision, granted.error)
-    if granted.grants(cache_group, grant.group_name, grant.owner_id):
-        decision = _grant_decision(
-            grant, Outcome.ALREADY_AUTHORIZED, "the cache security group already allows this group"
-        )
+        decision = _grant_decision(grant, Outcome.ALREADY_AUTHORIZED, reason)
         return PairResult(PairStatus.IN_SYNC, decision, True)
-    if granted.state is not None and not granted.state.exists(cache_group):
+    cache_group = grant.cache_security_group
+    if cache_group is not None and granted.cache_group_exists(cache_group) is False:
         decision = _grant_decision(
             grant,
             Outcome.FAILED,
@@ -777,13 +805,11 @@ def _unreadable(run_id: str, decision: Decision, error: AwsCallError) -> PairRes
     return PairResult(PairStatus.FAILED, failed)
 
 
-def _repair(run_id: str, grant: Grant, granter: Granter, granted: _Granted) -> PairResult:
+def _repair(run_id: str, grant: Grant, granter: Granter, granted: GrantedView) -> PairResult:
     decision = granter.grant(grant, None)
     fields = {"run_id": run_id, **decision.as_log_fields()}
     if decision.outcome is Outcome.AUTHORIZED:
-        granted.added.add(
-            (str(grant.cache_security_group).lower(), grant.group_name, grant.owner_id)
-        )
+        granted.record(grant)
         logger.info("drift repaired", extra=fields)
         return PairResult(PairStatus.REPAIRED, decision, False, drift=True)
     if decision.outcome is Outcome.ALREADY_AUTHORIZED:
@@ -795,18 +821,11 @@ def _repair(run_id: str, grant: Grant, granter: Granter, granted: _Granted) -> P
 
 
 def _log_drift(run_id: str, grant: Grant, action: str) -> None:
-    logger.warning(
-        "drift found",
-        extra={
-            "run_id": run_id,
-            "action": action,
-            "group_id": grant.group_id,
-            "group_name": grant.group_name,
-            "owner_id": grant.owner_id,
-            "target": grant.target,
-            "cache_security_group": grant.cache_security_group,
-        },
-    )
+    decision = _grant_decision(grant, Outcome.FAILED, "")
+    fields = decision.as_log_fields()
+    for verdict in ("outcome", "reason"):
+        fields.pop(verdict, None)
+    logger.warning("drift found", extra={"run_id": run_id, "action": action, **fields})
 
 
 def _grant_decision(
@@ -816,6 +835,7 @@ def _grant_decision(
     failure: FailureKind | None = None,
     error_code: str | None = None,
 ) -> Decision:
+    """The decision for a grant the sweep did not send (no principal), whichever kind."""
     return Decision(
         group_id=grant.group_id,
         target=grant.target,
@@ -826,6 +846,9 @@ def _grant_decision(
         cache_security_group=grant.cache_security_group,
         failure=failure,
         error_code=error_code,
+        vpc_security_group=grant.vpc_security_group,
+        port=grant.port,
+        cache=grant.cache,
     )
 
 
@@ -868,7 +891,9 @@ def _publish_metrics(report: Report) -> None:
 def build_reconciler(
     settings: Settings, options: ReconcileOptions | None = None, clients: Clients | None = None
 ) -> Reconciler:
-    """Wire the adapters; clients are only created when first used."""
+    """Wire the adapters; clients are only created when first used. The policy and the
+    grants come from the same builders as the event path's.
+    """
     clients = clients or Clients(settings.region)
     options = options or ReconcileOptions()
 
@@ -884,16 +909,34 @@ def build_reconciler(
     def read_granted() -> GrantedState:
         return read_granted_state(clients.get("elasticache"), page_size=options.granted_page_size)
 
+    def read_rules(group_ids: Sequence[str]) -> dict[str, tuple[IngressRule, ...]]:
+        return read_ingress_rules(clients.get("ec2"), group_ids)
+
+    def resolve(
+        destinations: Sequence[VpcDestination],
+    ) -> dict[VpcDestination, DestinationFacts]:
+        from cache_ingress.security_groups import describe_groups  # noqa: PLC0415
+        from cache_ingress.vpc_targets import resolve_destinations  # noqa: PLC0415
+
+        def describe(group_ids: Sequence[str]) -> dict[str, SecurityGroupFacts]:
+            return describe_groups(clients.get("ec2"), group_ids, settings.region)
+
+        return resolve_destinations(
+            clients.get("elasticache"), describe, destinations, settings.region
+        )
+
     def cursors() -> CursorStore:
         return CursorStore(clients.get("dynamodb"), settings.idempotency_table)
 
     return Reconciler(
         settings,
         options,
-        policies=_policy_source(settings, clients),
+        policies=build_policy_source(settings, clients),
         list_groups=list_groups,
         read_granted=read_granted,
-        granter=cache(partial(_granter, settings, clients)),
+        read_rules=read_rules,
+        resolve_destinations=resolve,
+        granter=cache(partial(build_granter, settings, clients)),
         cursors=cursors,
     )
 
@@ -902,33 +945,3 @@ def build_reconciler(
 def current_reconciler() -> Reconciler:
     """The reconciler of this execution environment, built once from its environment."""
     return build_reconciler(current_settings(), ReconcileOptions.from_environ(os.environ))
-
-
-# TEMPORARY, until cache_ingress.wiring exposes build_policy_source / build_granter (the
-# diff is in the issue 8 report); then these two are replaced by imports from wiring.
-def _policy_source(settings: Settings, clients: Clients) -> PolicySource:
-    return PolicySource(
-        tag_key=settings.tag_key,
-        policy_file=settings.policy_file,
-        parameter=settings.policy_parameter,
-        max_age_seconds=settings.policy_max_age_seconds,
-        ssm_client=lambda: clients.get("ssm"),
-    )
-
-
-def _granter(settings: Settings, clients: Clients) -> Granter:
-    from aws_lambda_powertools.utilities.idempotency import (  # noqa: PLC0415
-        DynamoDBPersistenceLayer,
-    )
-
-    from cache_ingress.cache_security_groups import authorize  # noqa: PLC0415
-    from cache_ingress.grants import Granter  # noqa: PLC0415
-
-    persistence = DynamoDBPersistenceLayer(
-        table_name=settings.idempotency_table, boto3_client=clients.get("dynamodb")
-    )
-    return Granter(
-        partial(authorize, clients.get("elasticache")),
-        persistence,
-        expiry_seconds=settings.idempotency_expiry_seconds,
-    )
