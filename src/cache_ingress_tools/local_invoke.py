@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
+import boto3
 import yaml
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -608,7 +609,9 @@ def function_environment(
         notes.append(f"the template does not declare {ENDPOINT_VARIABLE}; set here all the same")
     declared[ENDPOINT_VARIABLE] = target.endpoint_url
     runtime = runtime_variables(function, scenario.region)
-    return function, {**runtime, **declared}, tuple(notes)
+    # A Lambda has no AWS config files; the developer's must not change this run.
+    no_config = {"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+    return function, {**runtime, **no_config, **declared}, tuple(notes)
 
 
 def runtime_variables(function: FunctionDefinition, region: str) -> dict[str, str]:
@@ -764,10 +767,14 @@ def _function_process_state(environment: Mapping[str, str]) -> Iterator[io.Strin
     os.environ.update(environment)
     captured = io.StringIO()
     _fresh_wiring()
+    # boto3's default session caches profile and credentials from whatever environment
+    # created it; the function's clients must see only its own.
+    saved_session, boto3.DEFAULT_SESSION = boto3.DEFAULT_SESSION, None
     try:
         with contextlib.redirect_stdout(captured):
             yield captured
     finally:
+        boto3.DEFAULT_SESSION = saved_session
         _fresh_wiring()
         os.environ.clear()
         os.environ.update(saved_environment)

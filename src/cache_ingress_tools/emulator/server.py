@@ -16,6 +16,7 @@ intercept the requests meant for the server). Stopping resets moto's state.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import socket
@@ -26,6 +27,7 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.server import ThreadedMotoServer
@@ -241,12 +243,24 @@ class EmbeddedAws:
 
 def client_for(endpoint_url: str, region: str, service: str) -> Any:
     """An ordinary boto3 client of an embedded AWS, with dummy credentials."""
-    return boto3.client(  # type: ignore[call-overload]
-        service,
-        endpoint_url=endpoint_url,
-        region_name=region,
-        config=_CLIENT_CONFIG,
-        **DUMMY_CREDENTIALS,
+    return _isolated_session(region).client(  # type: ignore[call-overload]
+        service, endpoint_url=endpoint_url, config=_CLIENT_CONFIG
+    )
+
+
+@functools.cache
+def _isolated_session(region: str) -> boto3.session.Session:
+    # These clients only ever talk to the embedded AWS: nothing from the developer's
+    # profile or AWS config files applies (a missing AWS_PROFILE would even fail them).
+    botocore_session = botocore.session.Session(
+        session_vars={
+            "profile": (None, None, None, None),
+            "config_file": (None, None, os.devnull, None),
+            "credentials_file": (None, None, os.devnull, None),
+        }
+    )
+    return boto3.session.Session(
+        botocore_session=botocore_session, region_name=region, **DUMMY_CREDENTIALS
     )
 
 
