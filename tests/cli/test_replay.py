@@ -825,9 +825,9 @@ def test_peek_table_and_selection(
         "SOURCE",
         "GROUPS",
         "ORIGIN",
-        "ERROR",
         "ATTEMPTS",
         "AGE",
+        "ERROR",
     ]
     assert row.split()[:4] == [
         "e-bridge",
@@ -835,8 +835,12 @@ def test_peek_table_and_selection(
         PAYMENTS_GROUP,
         "eventbridge-delivery-failure",
     ]
-    assert "NO_PERMISSIONS" in row
-    assert "1h00m" in row or "59m" in row
+    attempts, age, *error = row.split()[4:]
+    assert attempts == "185"
+    assert age in {"1h00m", "59m59s"}
+    assert " ".join(error) == (
+        "NO_PERMISSIONS: Lambda returned TooManyRequestsException: Rate exceeded"
+    )
     assert total == "1 message(s), 0 unrecognised"
 
 

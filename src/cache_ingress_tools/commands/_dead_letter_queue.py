@@ -143,7 +143,12 @@ class Connection:
     @classmethod
     def from_arguments(cls, arguments: argparse.Namespace, *, pool_size: int = 10) -> Connection:
         try:
-            session = boto3.Session(profile_name=arguments.profile, region_name=arguments.region)
+            session = boto3.Session(
+                profile_name=arguments.profile,
+                # botocore reads AWS_DEFAULT_REGION; the Lambda runtime and many shells set
+                # AWS_REGION.
+                region_name=arguments.region or os.environ.get("AWS_REGION") or None,
+            )
         except BotoCoreError as exc:
             raise UsageError(str(exc)) from exc
         if not session.region_name:

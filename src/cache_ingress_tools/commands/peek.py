@@ -32,7 +32,9 @@ from cache_ingress_tools.replay import (
 
 # Long enough to read a large queue once; every message is made visible again at the end.
 PEEK_VISIBILITY_SECONDS = 120
-HEADERS = ("EVENT ID", "SOURCE", "GROUPS", "ORIGIN", "ERROR", "ATTEMPTS", "AGE")
+ERROR_CHARS = 240
+# The error goes last: it is the longest, and the one read in full.
+HEADERS = ("EVENT ID", "SOURCE", "GROUPS", "ORIGIN", "ATTEMPTS", "AGE", "ERROR")
 
 
 def register(subparsers: Any) -> None:
@@ -89,9 +91,9 @@ def _row(message: DeadLetter | Unrecognised, now: datetime) -> list[str]:
             "-",
             "-",
             "unrecognised",
-            shorten(message.reason, 60),
             "-",
             age_cell(message.age(now)),
+            shorten(message.reason, ERROR_CHARS),
         ]
     error = ": ".join(p for p in (message.error_type, message.error_message) if p)
     return [
@@ -99,7 +101,7 @@ def _row(message: DeadLetter | Unrecognised, now: datetime) -> list[str]:
         message.source or "-",
         groups_cell(message),
         str(message.origin),
-        shorten(error or message.intake_note, 60),
         "-" if message.attempts is None else str(message.attempts),
         age_cell(message.age(now)),
+        shorten(error or message.intake_note, ERROR_CHARS),
     ]

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -224,7 +225,10 @@ def _function_output_to(err: IO[str], *, local: bool, level: str) -> Iterator[No
     previous_level = logger.log_level
     logger.setLevel(level)
     try:
-        with contextlib.redirect_stdout(err):
+        with contextlib.redirect_stdout(err), warnings.catch_warnings():
+            # Without a Lambda context, in-progress idempotency records carry no expiry of
+            # their own; Powertools warns about it on every grant.
+            warnings.filterwarnings("ignore", message="Couldn't determine the remaining time")
             yield
     finally:
         metrics.clear_metrics()
@@ -244,7 +248,7 @@ def _write_result(out: IO[str], result: ReplayReport, *, as_json: bool) -> None:
             str(getattr(m.message, "origin", "unrecognised")),
             groups_cell(m.message),
             m.status or "-",
-            shorten(m.reason, 70),
+            shorten(m.reason, 240),
         ]
         for m in result.messages
     ]
