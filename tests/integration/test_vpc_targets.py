@@ -262,6 +262,7 @@ def test_a_replication_group_being_created_is_not_ready_and_retried(
 
     [unresolved] = resolve_destinations(client, no_groups, [destination], REGION).values()
 
+    assert isinstance(unresolved, UnresolvedDestination)
     assert (unresolved.error_code, unresolved.failure) == ("CacheNotReady", FailureKind.TRANSIENT)
     assert "no member clusters yet" in unresolved.reason
 
@@ -285,6 +286,7 @@ def test_a_cluster_without_an_endpoint_yet_is_not_ready(stubbed: tuple[Any, Stub
 
     [unresolved] = resolve_destinations(client, no_groups, [destination], REGION).values()
 
+    assert isinstance(unresolved, UnresolvedDestination)
     assert (unresolved.error_code, unresolved.failure) == ("CacheNotReady", FailureKind.TRANSIENT)
 
 

@@ -4,6 +4,7 @@ the group, and nothing grants unless they are known and in the group's VPC.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 
 import pytest
@@ -70,7 +71,7 @@ def group(
     *,
     vpc_id: str | None = VPC,
     owner: str = ACCOUNT,
-    destinations: dict[VpcDestination, DestinationFacts] | None = None,
+    destinations: Mapping[VpcDestination, DestinationFacts] | None = None,
     **tags: str,
 ) -> SecurityGroupFacts:
     all_tags = {"env": "prod", **tags}

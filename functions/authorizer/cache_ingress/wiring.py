@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import cache
+from typing import TypeVar
 
 from cache_ingress.authorizer import Authorizer
 from cache_ingress.aws import Clients
@@ -23,14 +24,17 @@ from cache_ingress.models import (
     SecurityGroupFacts,
     VpcDestination,
 )
+from cache_ingress.policy import Policy
 from cache_ingress.policy_source import PolicySource
 from cache_ingress.settings import Settings, current_settings
+
+_Source = TypeVar("_Source", bound=PolicySource)
 
 
 def build_authorizer(settings: Settings, clients: Clients | None = None) -> Authorizer:
     """Wire the adapters; clients are only created when first used."""
     clients = clients or Clients(settings.region)
-    policies = build_policy_source(settings, clients)
+    policies = _policy_source(_RememberingPolicySource, settings, clients)
 
     def describe_security_groups(group_ids: Sequence[str]) -> dict[str, SecurityGroupFacts]:
         from cache_ingress.security_groups import describe_groups  # noqa: PLC0415
@@ -40,12 +44,12 @@ def build_authorizer(settings: Settings, clients: Clients | None = None) -> Auth
     def describe(group_ids: Sequence[str]) -> dict[str, SecurityGroupFacts]:
         """The tagged groups as they are now, each with the VPC caches its tag names.
 
-        Called once per invocation, right after the Authorizer read the policy, so the
-        policy source answers from its cache with the same parsed policy. Policies without
-        VPC targets make no ElastiCache call here.
+        The Authorizer reads the policy just before it calls this, so the lookups follow the
+        very policy the decision will use. Policies without VPC targets make no ElastiCache
+        call here.
         """
         groups = describe_security_groups(group_ids)
-        policy = policies.current()
+        policy = policies.last or policies.current()
         named = {
             group_id: named_vpc_destinations(group, policy, settings.region)
             for group_id, group in groups.items()
@@ -78,7 +82,11 @@ def build_authorizer(settings: Settings, clients: Clients | None = None) -> Auth
 
 def build_policy_source(settings: Settings, clients: Clients) -> PolicySource:
     """The policy as the settings name it: the bundled file or the SSM parameter."""
-    return PolicySource(
+    return _policy_source(PolicySource, settings, clients)
+
+
+def _policy_source(kind: type[_Source], settings: Settings, clients: Clients) -> _Source:
+    return kind(
         tag_key=settings.tag_key,
         policy_file=settings.policy_file,
         parameter=settings.policy_parameter,
@@ -106,6 +114,19 @@ def build_granter(settings: Settings, clients: Clients) -> Granter:
         table_name=settings.idempotency_table, boto3_client=clients.get("dynamodb")
     )
     return Granter(authorize, persistence, expiry_seconds=settings.idempotency_expiry_seconds)
+
+
+class _RememberingPolicySource(PolicySource):
+    """The policy source that also remembers the policy it last returned, so the lookups
+    before the decision neither read SSM a second time nor follow a newer policy than the
+    one the decision is given.
+    """
+
+    last: Policy | None = None
+
+    def current(self) -> Policy:
+        self.last = super().current()
+        return self.last
 
 
 def _with_destinations(
