@@ -1,0 +1,182 @@
+"""`cache-ingress reconcile`: the sweep on demand, in process, as a table or JSON."""
+
+# The integration fixtures are imported by name, so test arguments "redefine" them.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from cache_ingress_tools.cli import main
+from cache_ingress_tools.emulator.scenario import SeededWorld
+from cache_ingress_tools.emulator.server import EmbeddedAws
+from tests.integration.conftest import (  # noqa: F401 - fixtures
+    aws,
+    clients,
+    function_environment,
+    world,
+)
+from tests.reconcile import granted_pairs, install_security_group_paging
+from tests.support.events import ACCOUNT
+
+pytestmark = pytest.mark.cli
+
+ORDERS = "orders-cache-sg"
+
+
+@pytest.fixture(autouse=True)
+def paging() -> None:
+    install_security_group_paging()
+
+
+def test_a_dry_run_as_json_reports_drift_changes_nothing_and_exits_3(
+    function_environment: dict[str, str],
+    clients: dict[str, Any],
+    world: SeededWorld,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    clients["elasticache"].create_cache_security_group(
+        CacheSecurityGroupName="inventory-cache-sg", Description="inventory"
+    )
+
+    status = main(["reconcile", "--dry-run", "--json"])
+
+    out = capsys.readouterr().out
+    report = json.loads(out)
+    assert status == 3
+    assert report["dryRun"] is True
+    assert report["counts"]["drift"] == 3
+    assert report["counts"]["needs-event"] == 1
+    assert report["counts"]["failed"] == 0
+    assert {f["group_name"] for f in report["findings"] if f["status"] == "drift"} == {
+        "orders-app",
+        "reporting-app",
+        "inventory-app",
+    }
+    assert granted_pairs(clients["elasticache"], ORDERS) == set()
+    table = world.scenario.idempotency_table
+    assert clients["dynamodb"].scan(TableName=table)["Items"] == []
+
+
+def test_the_table_lists_findings_and_a_summary_and_stdout_holds_nothing_else(
+    function_environment: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["reconcile", "--dry-run"])
+
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    # a failed pair (inventory's cache group does not exist) outweighs drift
+    assert status == 1
+    assert lines[0].split() == [
+        "STATUS",
+        "GROUP",
+        "ID",
+        "GROUP",
+        "NAME",
+        "TARGET",
+        "DESTINATION",
+        "REASON",
+    ]
+    rows = {
+        (line.split()[0], line.split()[2])
+        for line in lines[1:]
+        if line and not line.startswith("run ")
+    }
+    assert rows == {
+        ("drift", "orders-app"),
+        ("drift", "reporting-app"),
+        ("denied", "reporting-app"),
+        ("denied", "orders-staging-app"),
+        ("needs-event", "payments-app"),
+        ("failed", "inventory-app"),
+    }
+    assert lines[-1].startswith("run reconcile-")
+    assert "completed (dry run: nothing changed); 5 tagged group(s) on 1 page(s)" in lines[-1]
+    assert not [line for line in lines if line.startswith("{")]
+    # warnings and errors of the sweep go to stderr as JSON lines
+    assert any(json.loads(line)["message"] == "drift found" for line in captured.err.splitlines())
+
+
+def test_a_repair_run_grants_what_is_missing_and_exits_1_while_a_pair_fails(
+    function_environment: dict[str, str],
+    clients: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["reconcile", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["counts"]["repaired"] == 2
+    assert granted_pairs(clients["elasticache"], ORDERS) == {
+        ("orders-app", ACCOUNT),
+        ("reporting-app", ACCOUNT),
+    }
+
+    clients["elasticache"].create_cache_security_group(
+        CacheSecurityGroupName="inventory-cache-sg", Description="inventory"
+    )
+    assert main(["reconcile", "--json", "--all"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["counts"]["repaired"] == 1
+    assert {p["status"] for p in report["pairs"]} == {
+        "in-sync",
+        "repaired",
+        "denied",
+        "needs-event",
+    }
+
+
+def test_repairs_without_an_idempotency_table_are_a_usage_error(
+    function_environment: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("IDEMPOTENCY_TABLE")
+
+    assert main(["reconcile"]) == 2
+    assert "--idempotency-table" in capsys.readouterr().err
+
+
+def test_a_bad_page_size_names_the_option_variable(
+    function_environment: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["reconcile", "--dry-run", "--page-size", "3"]) == 2
+    assert "RECONCILE_PAGE_SIZE" in capsys.readouterr().err
+
+
+@pytest.fixture
+def embedded(monkeypatch: pytest.MonkeyPatch) -> Iterator[EmbeddedAws]:
+    for name in ("ACCOUNT_ID", "IDEMPOTENCY_TABLE", "DEAD_LETTER_QUEUE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    with EmbeddedAws(port=0) as running:
+        yield running
+
+
+def test_against_the_embedded_aws_over_http_with_the_account_from_sts(
+    embedded: EmbeddedAws, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = embedded.world.scenario.idempotency_table
+
+    status = main(
+        [
+            "reconcile",
+            "--json",
+            "--endpoint-url",
+            embedded.endpoint_url,
+            "--region",
+            embedded.scenario.region,
+            "--idempotency-table",
+            table,
+            "--page-size",
+            "5",
+        ]
+    )
+
+    report = json.loads(capsys.readouterr().out)
+    assert status == 1  # inventory-cache-sg does not exist in the scenario
+    assert (report["pages"], report["groupsSeen"], report["counts"]["repaired"]) == (1, 5, 2)
+    assert granted_pairs(embedded.client("elasticache"), ORDERS) == {
+        ("orders-app", embedded.scenario.account_id),
+        ("reporting-app", embedded.scenario.account_id),
+    }
