@@ -78,36 +78,72 @@ class Server:
     process: subprocess.Popen[str]
     endpoint: str
     queue: str
-    table: str
-    region: str
 
-    def reset(self) -> None:
+    def send_reset(self) -> None:
         assert self.process.stdin is not None
-        assert self.process.stdout is not None
         self.process.stdin.write("reset\n")
         self.process.stdin.flush()
+
+    def wait_ready(self) -> None:
+        assert self.process.stdout is not None
         assert self.process.stdout.readline().strip() == "ready"
 
 
+# moto serves each request under one interpreter lock, so one server process is one core at
+# most; AWS is not. Services are spread over the server processes (each seeded alike).
+SERVICE_ORDER = ("sqs", "ec2", "dynamodb", "elasticache")
+
+
+@dataclass
+class Servers:
+    servers: list[Server]
+    table: str
+    region: str
+
+    def endpoint_for(self, service: str) -> str:
+        index = SERVICE_ORDER.index(service) if service in SERVICE_ORDER else 1
+        return self.servers[index % len(self.servers)].endpoint
+
+    @property
+    def queue(self) -> str:
+        return self.servers[SERVICE_ORDER.index("sqs") % len(self.servers)].queue
+
+    def reset(self) -> None:
+        for server in self.servers:
+            server.send_reset()
+        for server in self.servers:
+            server.wait_ready()
+
+    def cpu_seconds(self) -> float | None:
+        times = [server_cpu_seconds(server.process.pid) for server in self.servers]
+        return None if None in times else sum(t for t in times if t is not None)
+
+
 @contextmanager
-def server() -> Iterator[Server]:
-    process = subprocess.Popen(  # noqa: S603 - this file, with this interpreter
-        [sys.executable, __file__, "--serve"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
-    try:
-        assert process.stdout is not None
-        started = json.loads(process.stdout.readline())
-        yield Server(
-            process, started["endpoint"], started["queue"], started["table"], started["region"]
+def servers(count: int) -> Iterator[Servers]:
+    processes = [
+        subprocess.Popen(  # noqa: S603 - this file, with this interpreter
+            [sys.executable, __file__, "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
         )
+        for _ in range(count)
+    ]
+    try:
+        started = []
+        for process in processes:
+            assert process.stdout is not None
+            ready = json.loads(process.stdout.readline())
+            started.append(Server(process, ready["endpoint"], ready["queue"]))
+        yield Servers(started, ready["table"], ready["region"])
     finally:
-        assert process.stdin is not None
-        process.stdin.close()
-        process.wait(timeout=60)
+        for process in processes:
+            assert process.stdin is not None
+            process.stdin.close()
+        for process in processes:
+            process.wait(timeout=60)
 
 
 # --- the messages -------------------------------------------------------------------------
@@ -193,7 +229,8 @@ class Drained:
     seconds: float
     succeeded: int
     requests: int
-    cpu_seconds: float | None  # this process and the server's, during the drain
+    client_cpu_seconds: float  # this process (the tool and the function code)
+    server_cpu_seconds: float | None  # the emulated AWS; None where /proc is missing
 
 
 def server_cpu_seconds(pid: int) -> float | None:
@@ -221,7 +258,7 @@ class RequestMeter:
 
 
 def prepare(
-    target: Server, concurrency: int, meter: RequestMeter
+    target: Servers, concurrency: int, meter: RequestMeter
 ) -> tuple[Any, Callable[..., Any]]:
     """A session for the run (metered), its SQS client and the real --local processor."""
     import boto3
@@ -230,9 +267,13 @@ def prepare(
     from cache_ingress_tools.commands.replay import local_replayer
     from cache_ingress_tools.emulator.server import DUMMY_CREDENTIALS
 
+    class ShardedConnection(Connection):
+        def endpoint_for(self, service: str) -> str | None:
+            return target.endpoint_for(service)
+
     session = boto3.Session(region_name=target.region, **DUMMY_CREDENTIALS)
     session.events.register("before-send", meter)
-    connection = Connection(session, target.endpoint, pool_size=concurrency + 4)
+    connection = ShardedConnection(session, None, pool_size=concurrency + 4)
     options = argparse.Namespace(
         stack_name=None,
         account_id="123456789012",
@@ -284,7 +325,7 @@ def drain_with_engine(
 
 
 def run_drain(
-    target: Server, bodies: list[tuple[str, dict[str, Any]]], latency: float, concurrency: int,
+    target: Servers, bodies: list[tuple[str, dict[str, Any]]], latency: float, concurrency: int,
     engine: bool,
 ) -> Drained:  # fmt: skip
     target.reset()
@@ -292,7 +333,7 @@ def run_drain(
     sqs, processor = prepare(target, concurrency, meter)
     fill(sqs, target.queue, bodies)
     meter.count = 0
-    server_before = server_cpu_seconds(target.process.pid)
+    server_before = target.cpu_seconds()
     cpu_before = time.process_time()
     started = time.perf_counter()
     # The function's metric flushes (EMF lines printed to stdout) are not part of the output.
@@ -303,7 +344,7 @@ def run_drain(
             succeeded = drain_sequentially(sqs, target.queue, processor)
     seconds = time.perf_counter() - started
     cpu = time.process_time() - cpu_before
-    server_after = server_cpu_seconds(target.process.pid)
+    server_after = target.cpu_seconds()
     left = sqs.get_queue_attributes(
         QueueUrl=target.queue,
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
@@ -318,17 +359,14 @@ def run_drain(
         if server_after is not None and server_before is not None
         else None
     )
-    return Drained(
-        seconds, succeeded, meter.count, None if server_cpu is None else cpu + server_cpu
-    )
+    return Drained(seconds, succeeded, meter.count, cpu, server_cpu)
 
 
 def per_message(drained: Drained, what: str) -> str:
     if what == "requests":
         return f"{drained.requests / drained.succeeded:.2f}"
-    if drained.cpu_seconds is None:
-        return "-"
-    return f"{drained.cpu_seconds * 1000 / drained.succeeded:.0f}"
+    seconds = drained.client_cpu_seconds if what == "client" else drained.server_cpu_seconds
+    return "-" if seconds is None else f"{seconds * 1000 / drained.succeeded:.0f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -336,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--latency-ms", default="0,20,50", help="comma-separated; one row each")
+    parser.add_argument(
+        "--servers", type=int, default=2, help="moto server processes (services spread over them)"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
     if arguments.serve:
@@ -352,13 +393,14 @@ def main(argv: list[str] | None = None) -> int:
     bodies = messages(arguments.messages)
     print(
         f"replay drain: {arguments.messages} messages, engine concurrency {arguments.concurrency}, "
-        f"python {platform.python_version()}, {os.cpu_count()} cpu(s)"
+        f"{arguments.servers} moto server process(es), python {platform.python_version()}, "
+        f"{os.cpu_count()} cpu(s), load average {os.getloadavg()[0]:.1f}"
     )
     print(
         f"{'latency':>8} {'sequential':>14} {'engine':>14} {'ratio':>6}"
-        f"  {'requests/msg':>14}  {'cpu ms/msg':>12}"
+        f"  {'requests/msg':>14}  {'tool cpu ms/msg':>15}  {'moto cpu ms/msg':>15}"
     )
-    with server() as target:
+    with servers(arguments.servers) as target:
         for latency_ms in (float(x) for x in arguments.latency_ms.split(",")):
             sequential = run_drain(target, bodies, latency_ms / 1000, arguments.concurrency, False)
             engine = run_drain(target, bodies, latency_ms / 1000, arguments.concurrency, True)
@@ -368,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{latency_ms:>6.0f}ms {seq_rate:>8.1f} msg/s {engine_rate:>8.1f} msg/s "
                 f"{engine_rate / seq_rate:>5.1f}x"
                 f"  {per_message(sequential, 'requests'):>6} → {per_message(engine, 'requests'):<5}"
-                f"  {per_message(sequential, 'cpu'):>5} → {per_message(engine, 'cpu'):<5}",
+                f"  {per_message(sequential, 'client'):>7} → {per_message(engine, 'client'):<5}"
+                f"  {per_message(sequential, 'server'):>7} → {per_message(engine, 'server'):<5}",
                 flush=True,
             )
     return 0

@@ -481,6 +481,10 @@ class _Run:
                 result = ProcessResult(False, "aborted", str(exc))
             except Exception as exc:  # any failure keeps the message
                 result = ProcessResult(False, "error", f"{type(exc).__name__}: {exc}")
+            except BaseException:
+                # Ctrl-C (or exit) inside a replay: keep the message, then stop the run.
+                self._keep(received, letter, Result.STILL_FAILING, status="interrupted")
+                raise
             if result.succeeded:
                 self._succeeded.append((received, letter, result))
             else:

@@ -273,6 +273,34 @@ def test_a_processor_that_raises_keeps_the_message_with_the_reason(
     assert visible(clients, world) == 1
 
 
+def test_an_interrupted_run_deletes_what_succeeded_and_releases_the_rest(
+    clients: dict[str, Any],
+    world: SeededWorld,
+    queue: DeadLetterQueue,
+    send: Callable[..., str],
+    local: Callable[[], LocalReplayer],
+) -> None:
+    for index in range(12):
+        send(on_failure_record(tag_change(ORDERS_GROUP, event_id=f"e-int-{index:02d}")))
+    replayer = local()
+    done: list[str] = []
+
+    def operator_presses_ctrl_c_at_the_fifth(letter: DeadLetter) -> ProcessResult:
+        if len(done) == 4:
+            raise KeyboardInterrupt
+        done.append(str(letter.event_id))
+        return replayer(letter)
+
+    with pytest.raises(KeyboardInterrupt):
+        replay(queue, operator_presses_ctrl_c_at_the_fifth, fast(concurrency=1))
+
+    # The four replayed are deleted; the other eight are all visible again at once.
+    assert visible(clients, world) == 8
+    left = {json.loads(body)["requestPayload"]["id"] for body in bodies(clients, world)}
+    assert left.isdisjoint(done)
+    assert len(left) == 8
+
+
 # --- selection, --max and dry run ---------------------------------------------------------
 
 
@@ -892,14 +920,28 @@ def test_replay_exit_statuses_through_the_cli(
     assert "IDEMPOTENCY_TABLE" in capsys.readouterr().err
 
 
-def test_stack_outputs_resolve_the_queue_and_the_table(
+STACK_POLICY = """
+version: 1
+tag_key: cache-ingress
+targets:
+  payments:
+    cache_security_group: payments-cache-sg
+    allow:
+      required_tags: {env: prod}
+"""
+
+
+def test_the_stack_gives_the_queue_the_table_and_the_policy_parameter(
     clients: dict[str, Any],
     world: SeededWorld,
     send: Callable[..., str],
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    send(on_failure_record(tag_change(ORDERS_GROUP, event_id="e-stack")))
+    # Given a stack whose policy (in SSM) no longer has the orders target
+    clients["ssm"].put_parameter(Name="/cache-ingress/policy", Value=STACK_POLICY, Type="String")
+    send(on_failure_record(tag_change(ORDERS_GROUP, event_id="e-stack-orders")))
+    send(on_failure_record(create_tags([PAYMENTS_GROUP], event_id="e-stack-payments")))
     # CloudFormation is answered by a stub: moto need not deploy the template.
     original = boto3.Session.client
     stubbers: list[Stubber] = []
@@ -916,6 +958,13 @@ def test_stack_outputs_resolve_the_queue_and_the_table(
                             "StackName": "cache-ingress",
                             "CreationTime": datetime(2026, 11, 1, tzinfo=UTC),
                             "StackStatus": "UPDATE_COMPLETE",
+                            "Parameters": [
+                                {
+                                    "ParameterKey": "PolicyParameterName",
+                                    "ParameterValue": "/cache-ingress/policy",
+                                },
+                                {"ParameterKey": "TagKey", "ParameterValue": "cache-ingress"},
+                            ],
                             "Outputs": [
                                 {
                                     "OutputKey": "DeadLetterQueueUrl",
@@ -941,11 +990,15 @@ def test_stack_outputs_resolve_the_queue_and_the_table(
         ["replay", "--local", "--stack-name", "cache-ingress", "--wait-seconds", "0", "--json"]
     )
 
+    # Then the stack's policy decided: orders denied (and done), payments granted
     assert status == EXIT_OK
     [stubber] = stubbers
     stubber.assert_no_pending_responses()
-    assert json.loads(capsys.readouterr().out.splitlines()[-1])["summary"]["succeeded"] == 1
-    assert granted(clients, "orders-cache-sg") == ["orders-app"]
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[-1]["summary"]["succeeded"] == 2
+    assert granted(clients, "orders-cache-sg") == []
+    assert granted(clients, "payments-cache-sg") == ["payments-app"]
+    assert visible(clients, world) == 0
 
 
 # --- progress -----------------------------------------------------------------------------

@@ -44,7 +44,8 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--stack-name",
-        help="read DeadLetterQueueUrl (and IdempotencyTableName) from this stack's outputs",
+        help="the deployed stack: its outputs give the queue (and for --local the table), its "
+        "parameters the policy parameter and tag key",
     )
     group.add_argument("--region", help="AWS region (default: the profile's or AWS_REGION)")
     group.add_argument("--profile", help="AWS named profile")
@@ -84,7 +85,9 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         choices=[str(o) for o in Origin],
-        help="only messages that got into the queue this way (repeat)",
+        metavar="ORIGIN",
+        help="only messages that got into the queue this way (repeat): "
+        + ", ".join(str(o) for o in Origin),
     )
     group.add_argument(
         "--older-than", type=duration, metavar="AGE", help="only events older than AGE (30m, 2h)"
@@ -138,7 +141,9 @@ class Connection:
     session: Any
     endpoint_url: str | None
     pool_size: int = 10
-    _outputs: dict[str, str] | None = field(default=None, repr=False)
+    _stack_description: tuple[dict[str, str], dict[str, str]] | None = field(
+        default=None, repr=False
+    )
 
     @classmethod
     def from_arguments(cls, arguments: argparse.Namespace, *, pool_size: int = 10) -> Connection:
@@ -166,19 +171,35 @@ class Connection:
         )
         return self.session.client(
             service,
-            endpoint_url=self.endpoint_url,
+            endpoint_url=self.endpoint_for(service),
             config=pool.merge(config) if config is not None else pool,
         )
 
+    def endpoint_for(self, _service: str) -> str | None:
+        """Where calls to a service go: --endpoint-url, or AWS's own endpoint."""
+        return self.endpoint_url
+
     def stack_outputs(self, stack_name: str) -> dict[str, str]:
-        if self._outputs is None:
+        return self._stack(stack_name)[0]
+
+    def stack_parameters(self, stack_name: str) -> dict[str, str]:
+        return self._stack(stack_name)[1]
+
+    def _stack(self, stack_name: str) -> tuple[dict[str, str], dict[str, str]]:
+        if self._stack_description is None:
             try:
                 stacks = self.client("cloudformation").describe_stacks(StackName=stack_name)
             except (ClientError, BotoCoreError) as exc:
                 raise UsageError(f"stack {stack_name!r} cannot be read: {exc}") from exc
-            outputs = stacks["Stacks"][0].get("Outputs", [])
-            self._outputs = {o["OutputKey"]: o["OutputValue"] for o in outputs}
-        return self._outputs
+            stack = stacks["Stacks"][0]
+            self._stack_description = (
+                {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])},
+                {
+                    p["ParameterKey"]: p.get("ResolvedValue", p.get("ParameterValue", ""))
+                    for p in stack.get("Parameters", [])
+                },
+            )
+        return self._stack_description
 
 
 def queue_url(arguments: argparse.Namespace, connection: Connection) -> str:

@@ -92,8 +92,10 @@ def register(subparsers: Any) -> None:
     local.add_argument("--idempotency-table", help="default: $IDEMPOTENCY_TABLE or stack output")
     local.add_argument("--account-id", help="default: $ACCOUNT_ID or sts get-caller-identity")
     local.add_argument("--policy-file", help="default: $POLICY_FILE or the bundled policy")
-    local.add_argument("--policy-parameter", help="default: $POLICY_PARAMETER")
-    local.add_argument("--tag-key", help="default: $TAG_KEY or cache-ingress")
+    local.add_argument(
+        "--policy-parameter", help="default: $POLICY_PARAMETER or the stack's PolicyParameterName"
+    )
+    local.add_argument("--tag-key", help="default: $TAG_KEY, the stack's TagKey or cache-ingress")
     local.add_argument(
         "--log-level",
         default="WARNING",
@@ -170,9 +172,12 @@ def local_replayer(
     environ: Mapping[str, str],
 ) -> LocalReplayer:
     """The Authorizer, wired as in the function but with this command's clients and
-    settings: options first, then the environment, then the stack's outputs.
+    settings: options first, then the environment, then the stack (so that a stack whose
+    policy lives in SSM is replayed with that policy, not the one bundled here).
     """
-    stack = connection.stack_outputs(arguments.stack_name) if arguments.stack_name else {}
+    stack_name = arguments.stack_name
+    outputs = connection.stack_outputs(stack_name) if stack_name else {}
+    parameters = connection.stack_parameters(stack_name) if stack_name else {}
     settings_environ = {
         **environ,
         "AWS_REGION": connection.region,
@@ -182,14 +187,16 @@ def local_replayer(
         or _caller_account(connection),
         "IDEMPOTENCY_TABLE": arguments.idempotency_table
         or environ.get("IDEMPOTENCY_TABLE")
-        or stack.get("IdempotencyTableName", ""),
+        or outputs.get("IdempotencyTableName", ""),
     }
-    for option, name in (
-        ("policy_file", "POLICY_FILE"),
-        ("policy_parameter", "POLICY_PARAMETER"),
-        ("tag_key", "TAG_KEY"),
+    for option, name, stack_parameter in (
+        ("policy_file", "POLICY_FILE", None),
+        ("policy_parameter", "POLICY_PARAMETER", "PolicyParameterName"),
+        ("tag_key", "TAG_KEY", "TagKey"),
     ):
-        value = getattr(arguments, option)
+        value = getattr(arguments, option) or environ.get(name)
+        if not value and stack_parameter is not None:
+            value = parameters.get(stack_parameter)
         if value:
             settings_environ[name] = value
     try:
