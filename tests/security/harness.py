@@ -10,7 +10,7 @@ security group. What a case can change is exactly what `fresh()` puts back.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -65,7 +65,8 @@ class SharedWorld:
     def region(self) -> str:
         return self.world.scenario.region
 
-    def fresh(self) -> Fresh:
+    def fresh(self, *, reset_world: bool = True) -> Fresh:
+        """A new table and queue; with `reset_world`, the seeded tags and no ingress."""
         number = next(self._numbers)
         table = f"idempotency-{number}"
         self.clients["dynamodb"].create_table(
@@ -75,9 +76,10 @@ class SharedWorld:
             BillingMode="PAY_PER_REQUEST",
         )
         queue_url = self.clients["sqs"].create_queue(QueueName=f"dlq-{number}")["QueueUrl"]
-        self._restore_tags()
-        self._revoke_all_ingress()
-        set_classic_enabled(self.account, self.region, True)
+        if reset_world:
+            self._restore_tags()
+            self._revoke_all_ingress()
+            set_classic_enabled(self.account, self.region, True)
         self.authorize_calls.clear()
         environment = {
             **self.world.function_environment(),
@@ -85,6 +87,32 @@ class SharedWorld:
             "DEAD_LETTER_QUEUE_URL": queue_url,
         }
         return Fresh(environment=environment, table=table, queue_url=queue_url)
+
+    def groups_now(self, group_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The named groups as EC2 holds them now, as plain data for the oracle."""
+        groups: dict[str, dict[str, Any]] = {}
+        unique = list(dict.fromkeys(group_ids))
+        for start in range(0, len(unique), 200):
+            found = self.clients["ec2"].describe_security_groups(
+                Filters=[{"Name": "group-id", "Values": unique[start : start + 200]}]
+            )["SecurityGroups"]
+            for group in found:
+                groups[group["GroupId"]] = {
+                    "name": group["GroupName"],
+                    "owner_id": group["OwnerId"],
+                    "region": self.region,
+                    "tags": {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])},
+                }
+        return groups
+
+    def dead_letter_count(self, queue_url: str) -> int:
+        attributes = self.clients["sqs"].get_queue_attributes(
+            QueueUrl=queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]) + int(
+            attributes["ApproximateNumberOfMessagesNotVisible"]
+        )
 
     def injected_clients(self, settings: Settings) -> Clients:
         injected = Clients(settings.region)

@@ -62,30 +62,13 @@ def logs() -> Iterator[JsonLines]:
     logging.getLogger(logger.name).removeHandler(handler)
 
 
-def _groups_now(clients: dict[str, Any], group_ids: tuple[str, ...]) -> dict[str, Any]:
-    groups: dict[str, Any] = {}
-    for start in range(0, len(group_ids), 200):
-        chunk = list(group_ids[start : start + 200])
-        found = clients["ec2"].describe_security_groups(
-            Filters=[{"Name": "group-id", "Values": chunk}]
-        )["SecurityGroups"]
-        for group in found:
-            groups[group["GroupId"]] = {
-                "name": group["GroupName"],
-                "owner_id": group["OwnerId"],
-                "region": REGION,
-                "tags": {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])},
-            }
-    return groups
-
-
-def _oracle_parameters(case: Case, clients: dict[str, Any]) -> set[tuple[str, str, str]]:
+def _oracle_parameters(case: Case, shared: SharedWorld) -> set[tuple[str, str, str]]:
     assert case.group_ids is not None
     event = case.event
     scope = oracle.Scope(ACCOUNT, REGION, str(event["account"]), str(event["region"]))
     policy = yaml.safe_load(BUNDLED_POLICY.read_text(encoding="utf-8"))
     permits = oracle.permitted(
-        case.group_ids, _groups_now(clients, case.group_ids), case.principal, policy, scope
+        case.group_ids, shared.groups_now(case.group_ids), case.principal, policy, scope
     )
     return {permit.authorize_parameters for permit in permits}
 
@@ -105,7 +88,7 @@ def test_hostile_event_ends_logged_or_dead_lettered_and_grants_only_what_is_allo
     clients = shared.clients
     if case.setup is not None:
         case.setup(clients)
-    expected_permits = _oracle_parameters(case, clients) if case.group_ids is not None else set()
+    expected_permits = _oracle_parameters(case, shared) if case.group_ids is not None else set()
 
     summary = lambda_handler(case.event, FakeLambdaContext())
 

@@ -61,9 +61,13 @@ def _intrinsic(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> dic
 CloudFormationLoader.add_multi_constructor("!", _intrinsic)
 
 
+def load(text: str) -> Any:
+    return yaml.load(text, Loader=CloudFormationLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 @cache
 def template() -> dict[str, Any]:
-    loaded = yaml.load(TEMPLATE.read_text(encoding="utf-8"), Loader=CloudFormationLoader)  # noqa: S506 - a SafeLoader subclass
+    loaded = load(TEMPLATE.read_text(encoding="utf-8"))
     assert isinstance(loaded, dict)
     return loaded
 
@@ -329,10 +333,7 @@ def test_the_dead_letter_queue_is_encrypted_and_keeps_messages_fourteen_days() -
 
 
 def test_the_loader_reads_short_tags_as_intrinsics() -> None:
-    loaded = yaml.load(  # noqa: S506 - a SafeLoader subclass
-        "a: !Ref X\nb: !GetAtt T.Arn\nc: !Sub 'x-${AWS::Region}'\nd: !If [C, 1, 2]\n",
-        Loader=CloudFormationLoader,
-    )
+    loaded = load("a: !Ref X\nb: !GetAtt T.Arn\nc: !Sub 'x-${AWS::Region}'\nd: !If [C, 1, 2]\n")
     assert loaded == {
         "a": {"Ref": "X"},
         "b": {"Fn::GetAtt": ["T", "Arn"]},
@@ -340,4 +341,4 @@ def test_the_loader_reads_short_tags_as_intrinsics() -> None:
         "d": {"Fn::If": ["C", 1, 2]},
     }
     with pytest.raises(yaml.constructor.ConstructorError):
-        yaml.load("a: !!python/name:os.system\n", Loader=CloudFormationLoader)  # noqa: S506
+        load("a: !!python/name:os.system\n")

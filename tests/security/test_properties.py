@@ -1,0 +1,545 @@
+"""Property-based: over generated events, group states and policies, the function never
+raises anything but TransientFailureError, never calls authorize for a pair the independent
+oracle does not allow, and gives every pair exactly one outcome with a reason.
+
+Two properties, two choices of world:
+
+- `test_moto_world_*` runs everything against moto in process: groups are really created
+  and tagged in EC2, the policy is read from SSM, grants go through DynamoDB idempotency
+  and the emulated ElastiCache call. Nothing is faked, so it also checks that the oracle's
+  exact set of permitted pairs is what gets authorized, each exactly once. moto can only
+  make groups owned by its own account, in its own region, with names EC2 accepts.
+- `test_any_group_state_*` replaces the one port moto cannot drive that far, the EC2
+  describe adapter, with a fake returning arbitrary facts (foreign and malformed owner ids,
+  other regions, control characters in tags), and keeps every other adapter real against
+  moto, while injecting throttling, 5xx, timeouts and access-denied into DynamoDB,
+  ElastiCache and SQS, and broken policies.
+
+In both, the authorize calls checked are the requests the real botocore client sent.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache, partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import event as statistic
+from hypothesis import strategies as st
+
+from cache_ingress.authorizer import Authorizer
+from cache_ingress.cache_security_groups import authorize
+from cache_ingress.deadletter import DeadLetterQueue
+from cache_ingress.errors import AwsCallError, TransientFailureError
+from cache_ingress.grants import Granter
+from cache_ingress.models import SecurityGroupFacts
+from cache_ingress.policy_source import PolicySource
+from cache_ingress.settings import Settings
+from cache_ingress.wiring import build_authorizer
+from tests.security import oracle
+from tests.security.harness import SharedWorld
+from tests.support.events import ACCOUNT, REGION, create_tags, tag_change
+from tests.support.faults import Fault
+from tests.support.lambda_context import FakeLambdaContext
+
+pytestmark = pytest.mark.integration
+
+# Several hundred examples in CI in total; deadline off, because moto's speed on a shared
+# machine is not what is being tested.
+MOTO_WORLD_EXAMPLES = 300
+ANY_STATE_EXAMPLES = 200
+settings.register_profile(
+    "cache-ingress-security",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+PROFILE = settings.get_profile("cache-ingress-security")
+
+OTHER_ACCOUNT = "210987654321"
+OTHER_REGION = "us-west-2"
+TARGET_NAMES = ("orders", "payments", "analytics", "Orders", "a.b_c-1")
+CACHE_GROUPS = ("orders-cache-sg", "payments-cache-sg", "absent-cache-sg")
+PRINCIPALS = (
+    "arn:aws:sts::123456789012:assumed-role/platform/alice",
+    "arn:aws:sts::123456789012:assumed-role/platform/bob",
+    "arn:aws:sts::123456789012:assumed-role/platform",
+    "arn:aws:sts::210987654321:assumed-role/platform/mallory",
+    "arn:aws:iam::123456789012:user/ops",
+)
+PRINCIPAL_PATTERNS = (
+    "arn:aws:sts::123456789012:assumed-role/platform/*",
+    "arn:aws:sts::123456789012:assumed-role/platform/?ob",
+    "arn:aws:iam::123456789012:user/*",
+    "arn:aws:sts::*:assumed-role/platform/*",
+    "arn:aws:sts::123456789012:assumed-role/plat*/alice",
+)
+ACCEPTED_OUTCOMES = {"authorized", "already-authorized"}
+FINAL_DENIALS = {"denied", "not-applicable"}
+
+
+# --- strategies ---------------------------------------------------------------------------
+
+_NOISE_WORDS = ("nope", "", " ", "orders ", "\torders", "ORDERS")
+
+
+@st.composite
+def tag_values(draw: st.DrawFn, policy_names: Sequence[str] = TARGET_NAMES) -> str:
+    # Weighted towards names the policy holds, so that most examples ask for a real grant.
+    words = st.sampled_from(tuple(policy_names) * 6 + TARGET_NAMES + _NOISE_WORDS)
+    return ",".join(draw(st.lists(words, min_size=1, max_size=4)))
+
+
+@st.composite
+def group_tags(
+    draw: st.DrawFn, policy_names: Sequence[str] = TARGET_NAMES, *, odd_text: bool = False
+) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    if draw(st.integers(0, 9)) > 0:
+        tags["cache-ingress"] = draw(tag_values(policy_names))
+    # Hypothesis draws the first choice most often: the permissive value goes first.
+    env = draw(st.sampled_from(["prod", "prod", None, "staging", "prod ", "PROD", ""]))
+    if env is not None:
+        tags["env"] = env
+    team = draw(st.sampled_from(["a", None, "b"]))
+    if team is not None:
+        tags["team"] = team
+    if odd_text:
+        key = draw(st.text(min_size=1, max_size=8))
+        tags.setdefault(key, draw(st.text(max_size=16)))
+    return tags
+
+
+@st.composite
+def allow_rules(draw: st.DrawFn) -> dict[str, Any]:
+    allow: dict[str, Any] = {}
+    owners = draw(
+        st.sampled_from([None] * 5 + [[ACCOUNT], [OTHER_ACCOUNT], [OTHER_ACCOUNT, ACCOUNT]])
+    )
+    if owners is not None:
+        allow["owner_accounts"] = owners
+    required = draw(
+        st.sampled_from(
+            [
+                *[None] * 5,
+                {"env": "prod"},
+                {"env": "prod"},
+                {"env": ["prod", "staging"]},
+                {"team": "a"},
+                {"env": "prod", "team": ["a", "b"]},
+                {"env": ""},
+            ]
+        )
+    )
+    if required is not None:
+        allow["required_tags"] = required
+    if draw(st.integers(0, 3)) == 0:
+        allow["principals"] = draw(
+            st.lists(st.sampled_from(PRINCIPAL_PATTERNS), min_size=1, max_size=2, unique=True)
+        )
+    return allow
+
+
+@st.composite
+def policies(draw: st.DrawFn) -> dict[str, Any]:
+    names = draw(st.lists(st.sampled_from(TARGET_NAMES), min_size=1, max_size=4, unique=True))
+    targets: dict[str, Any] = {}
+    for name in names:
+        target: dict[str, Any] = {
+            "cache_security_group": draw(st.sampled_from(CACHE_GROUPS[:2] * 3 + CACHE_GROUPS))
+        }
+        region = draw(st.sampled_from([None] * 6 + [REGION, OTHER_REGION]))
+        if region is not None:
+            target["region"] = region
+        allow = draw(allow_rules())
+        if allow or draw(st.booleans()):
+            target["allow"] = allow
+        targets[name] = target
+    return {"version": 1, "tag_key": "cache-ingress", "targets": targets}
+
+
+@dataclass(frozen=True)
+class EventShape:
+    """What the generated event says, before it names real group ids."""
+
+    kind: str
+    account: str
+    region: str
+    principal: str | None
+    missing_groups: int
+    repeat_first: bool
+
+
+@st.composite
+def event_shapes(draw: st.DrawFn) -> EventShape:
+    kind = draw(
+        st.sampled_from(
+            ["tag-change", "CreateTags", "CreateTags", "DeleteTags", "CreateSecurityGroup"]
+        )
+    )
+    return EventShape(
+        kind=kind,
+        account=draw(st.sampled_from([ACCOUNT] * 6 + [OTHER_ACCOUNT])),
+        region=draw(st.sampled_from([REGION] * 6 + [OTHER_REGION])),
+        principal=None
+        if kind == "tag-change"
+        else draw(st.sampled_from((None, PRINCIPALS[0], PRINCIPALS[0], *PRINCIPALS))),
+        missing_groups=draw(st.integers(0, 1)),
+        repeat_first=draw(st.booleans()),
+    )
+
+
+_event_numbers = itertools.count(1)
+
+
+def build_event(shape: EventShape, group_ids: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """The event, and the group ids it names in order (as intake will read them)."""
+    named = list(group_ids)
+    named += [f"sg-{0xDEAD0000 + next(_event_numbers):017x}" for _ in range(shape.missing_groups)]
+    if shape.repeat_first and named:
+        named.append(named[0])
+    event_id = f"prop-{next(_event_numbers)}"
+    if shape.kind == "tag-change":
+        event = tag_change(
+            event_id=event_id,
+            resources=[
+                f"arn:aws:ec2:{shape.region}:{shape.account}:security-group/{g}" for g in named
+            ],
+        )
+    elif shape.kind == "CreateSecurityGroup":
+        named = named[:1]
+        event = create_tags(
+            named,
+            event_id=event_id,
+            principal=shape.principal,
+            name="CreateSecurityGroup",
+            responseElements={"groupId": named[0]},
+        )
+    else:
+        event = create_tags(named, event_id=event_id, principal=shape.principal, name=shape.kind)
+    event["account"] = shape.account
+    event["region"] = shape.region
+    return event, named
+
+
+# --- checks shared by both properties ------------------------------------------------------
+
+
+def sent_parameters(calls: Sequence[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    return [
+        (c["CacheSecurityGroupName"], c["EC2SecurityGroupName"], c["EC2SecurityGroupOwnerId"])
+        for c in calls
+    ]
+
+
+def check_every_pair_has_one_outcome(
+    summary: dict[str, Any], expected_pairs: set[tuple[str, str | None]]
+) -> dict[tuple[str, str | None], dict[str, Any]]:
+    decided = [(d["group_id"], d.get("target")) for d in summary["decisions"]]
+    assert len(decided) == len(set(decided)), f"a pair was decided twice: {decided}"
+    assert set(decided) == expected_pairs
+    for decision in summary["decisions"]:
+        assert isinstance(decision["reason"], str)
+        assert decision["reason"].strip()
+    return {(d["group_id"], d.get("target")): d for d in summary["decisions"]}
+
+
+# --- property 1: everything real, against moto ----------------------------------------------
+
+
+@dataclass
+class MotoCase:
+    policy: dict[str, Any]
+    groups: list[dict[str, str]]
+    shape: EventShape
+
+
+@st.composite
+def moto_cases(draw: st.DrawFn) -> MotoCase:
+    policy = draw(policies())
+    names = list(policy["targets"])
+    return MotoCase(
+        policy=policy,
+        groups=draw(st.lists(group_tags(names), min_size=1, max_size=3)),
+        shape=draw(event_shapes()),
+    )
+
+
+@settings(PROFILE, max_examples=MOTO_WORLD_EXAMPLES)
+@given(case=moto_cases())
+def test_moto_world_grants_exactly_what_the_oracle_allows(
+    case: MotoCase, shared: SharedWorld
+) -> None:
+    fresh = shared.fresh(reset_world=False)
+    shared.clients["ssm"].put_parameter(
+        Name="/cache-ingress/policy",
+        Value=yaml.safe_dump(case.policy),
+        Type="String",
+        Overwrite=True,
+    )
+    settings_ = Settings.from_environ(
+        {
+            **fresh.environment,
+            "POLICY_PARAMETER": "/cache-ingress/policy",
+            "POLICY_MAX_AGE_SECONDS": "0",
+        }
+    )
+    group_ids = [_create_group(shared, tags) for tags in case.groups]
+    event, named = build_event(case.shape, group_ids)
+    scope = oracle.Scope(ACCOUNT, REGION, case.shape.account, case.shape.region)
+    groups_now = shared.groups_now(named)
+    permits = oracle.permitted(named, groups_now, case.shape.principal, case.policy, scope)
+
+    summary = build_authorizer(settings_, shared.injected_clients(settings_)).handle(
+        event, FakeLambdaContext()
+    )
+
+    sent = sent_parameters(shared.authorize_calls)
+    allowed = {permit.authorize_parameters for permit in permits}
+    assert set(sent) <= allowed
+    # A fresh event id: each permitted pair is asked of AWS exactly once.
+    assert sorted(sent) == sorted(permit.authorize_parameters for permit in permits)
+    by_pair = check_every_pair_has_one_outcome(
+        summary, oracle.named_pairs(named, groups_now, case.policy, scope)
+    )
+    permitted_pairs = {(p.group_id, p.target): p for p in permits}
+    for pair, decision in by_pair.items():
+        if pair not in permitted_pairs:
+            assert decision["outcome"] in FINAL_DENIALS, decision
+        elif permitted_pairs[pair].cache_security_group == "absent-cache-sg":
+            assert decision["outcome"] == "failed", decision
+        else:
+            assert decision["outcome"] in ACCEPTED_OUTCOMES, decision
+    failed = any(d["outcome"] == "failed" for d in summary["decisions"])
+    assert summary["status"] == ("dead-lettered" if failed else "completed")
+    statistic(f"status: {summary['status']}")
+    statistic(f"authorize calls: {min(len(sent), 3)}{'+' if len(sent) > 3 else ''}")
+    assert shared.dead_letter_count(fresh.queue_url) == int(failed)
+
+
+_group_numbers = itertools.count(1)
+
+
+def _create_group(shared: SharedWorld, tags: dict[str, str]) -> str:
+    specification = (
+        [
+            {
+                "ResourceType": "security-group",
+                "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+            }
+        ]
+        if tags
+        else []
+    )
+    response = shared.clients["ec2"].create_security_group(
+        GroupName=f"prop-app-{next(_group_numbers)}",
+        Description="generated",
+        VpcId=shared.world.vpc_id,
+        TagSpecifications=specification,
+    )
+    return str(response["GroupId"])
+
+
+# --- property 2: any group state, faults injected -----------------------------------------
+
+# EC2 group names: letters, digits, spaces and ._-:/()#,@[]+=&;{}!$*
+_group_name_characters = st.sampled_from(list("abcXYZ019 ._-:/()#,@[]+=&;{}!$*"))
+_owner_ids = st.sampled_from(
+    [
+        ACCOUNT,
+        ACCOUNT,
+        OTHER_ACCOUNT,
+        "12345678901",
+        "1234567890123",
+        "AKIAIOSFODNN7EXAMPLE",
+        "",
+        "12345678901x",
+        " 123456789012",
+    ]
+)
+
+
+@st.composite
+def any_groups(draw: st.DrawFn, policy_names: Sequence[str]) -> dict[str, SecurityGroupFacts]:
+    count = draw(st.integers(1, 3))
+    groups: dict[str, SecurityGroupFacts] = {}
+    for index in range(count):
+        group_id = f"sg-{0xFACE0000 + index:017x}"
+        groups[group_id] = SecurityGroupFacts(
+            group_id=group_id,
+            group_name=draw(st.text(_group_name_characters, min_size=1, max_size=24)),
+            owner_id=draw(_owner_ids),
+            vpc_id=draw(st.sampled_from([None, "vpc-0123456789abcdef0"])),
+            region=draw(st.sampled_from([REGION, REGION, REGION, OTHER_REGION])),
+            tags=draw(group_tags(policy_names, odd_text=True)),
+        )
+    return groups
+
+
+@dataclass(frozen=True)
+class InjectedFault:
+    service: str
+    operation: str
+    kind: str
+    times: int | None
+
+
+FAULTS = st.one_of(
+    st.none(),
+    st.builds(
+        InjectedFault,
+        service=st.sampled_from(["elasticache", "dynamodb", "dynamodb", "dynamodb", "sqs"]),
+        operation=st.just(""),
+        kind=st.sampled_from(["throttling", "server-error", "timeout", "access-denied"]),
+        times=st.sampled_from([1, 2, None]),
+    ),
+)
+_OPERATIONS = {
+    "elasticache": ["AuthorizeCacheSecurityGroupIngress"],
+    "dynamodb": ["PutItem", "UpdateItem", "DeleteItem", "GetItem"],
+    "sqs": ["SendMessage"],
+}
+
+
+@dataclass
+class AnyStateCase:
+    policy: dict[str, Any]
+    broken_policy: bool
+    groups: dict[str, SecurityGroupFacts]
+    shape: EventShape
+    fault: InjectedFault | None
+    operation_index: int
+    describe_fault: str | None
+
+
+@st.composite
+def any_state_cases(draw: st.DrawFn) -> AnyStateCase:
+    policy = draw(policies())
+    return AnyStateCase(
+        policy=policy,
+        broken_policy=draw(st.sampled_from([False] * 9 + [True])),
+        groups=draw(any_groups(list(policy["targets"]))),
+        shape=draw(event_shapes()),
+        fault=draw(FAULTS),
+        operation_index=draw(st.integers(0, 3)),
+        describe_fault=draw(st.sampled_from([None] * 8 + ["transient", "permanent"])),
+    )
+
+
+@settings(PROFILE, max_examples=ANY_STATE_EXAMPLES)
+@given(case=any_state_cases())
+def test_any_group_state_and_faults_never_widen_a_grant_or_lose_an_event(
+    case: AnyStateCase, shared: SharedWorld, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    fresh = shared.fresh(reset_world=False)
+    settings_ = Settings.from_environ(fresh.environment)
+    event, named = build_event(case.shape, list(case.groups))
+    policy_file = _policy_file(tmp_path_factory.getbasetemp(), case.policy, case.broken_policy)
+    authorizer = _authorizer_over(shared, settings_, policy_file, case)
+    fault = _inject(shared, case)
+    plain_groups = {
+        gid: {"name": g.group_name, "owner_id": g.owner_id, "region": g.region, "tags": g.tags}
+        for gid, g in case.groups.items()
+    }
+    scope = oracle.Scope(ACCOUNT, REGION, case.shape.account, case.shape.region)
+    permits = oracle.permitted(named, plain_groups, case.shape.principal, case.policy, scope)
+    summary: dict[str, Any] | None = None
+    try:
+        summary = authorizer.handle(event, FakeLambdaContext())
+    except TransientFailureError:
+        summary = None
+    finally:
+        if fault is not None:
+            fault.clear()
+
+    sent = sent_parameters(shared.authorize_calls)
+    if case.broken_policy:
+        assert sent == []
+    assert set(sent) <= {permit.authorize_parameters for permit in permits}
+    statistic(f"ended: {'raised for retry' if summary is None else summary['status']}")
+    statistic(f"authorize calls: {min(len(sent), 3)}{'+' if len(sent) > 3 else ''}")
+    if summary is None:
+        # Raised for retry: nothing may have been dead-lettered for it.
+        assert shared.dead_letter_count(fresh.queue_url) == 0
+        return
+    dead_lettered = summary["status"] == "dead-lettered"
+    assert shared.dead_letter_count(fresh.queue_url) == int(dead_lettered)
+    if summary["status"] == "completed":
+        by_pair = check_every_pair_has_one_outcome(
+            summary, oracle.named_pairs(named, plain_groups, case.policy, scope)
+        )
+        permitted_pairs = {(p.group_id, p.target) for p in permits}
+        for pair, decision in by_pair.items():
+            expected = ACCEPTED_OUTCOMES if pair in permitted_pairs else FINAL_DENIALS
+            assert decision["outcome"] in expected, decision
+    else:
+        assert dead_lettered, summary
+        assert summary["errorType"]
+        assert summary["reason"].strip()
+
+
+def _policy_file(base: Path, policy: dict[str, Any], broken: bool) -> Path:
+    document = dict(policy)
+    if broken:
+        # A reviewer's typo: an unknown field must stop every grant.
+        first = next(iter(document["targets"]))
+        document["targets"] = {
+            **document["targets"],
+            first: {**document["targets"][first], "regoin": REGION},
+        }
+    path = base / f"policy-{next(_event_numbers)}.yaml"
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    return path
+
+
+def _authorizer_over(
+    shared: SharedWorld, settings_: Settings, policy_file: Path, case: AnyStateCase
+) -> Authorizer:
+    """The function's own adapters on moto, except EC2 describe, which answers `case`."""
+
+    def describe(group_ids: Sequence[str]) -> dict[str, SecurityGroupFacts]:
+        if case.describe_fault is not None:
+            raise AwsCallError(
+                "ec2:DescribeSecurityGroups failed: injected",
+                code="Injected",
+                transient=case.describe_fault == "transient",
+            )
+        return {gid: case.groups[gid] for gid in group_ids if gid in case.groups}
+
+    @cache
+    def granter() -> Granter:
+        persistence = DynamoDBPersistenceLayer(
+            table_name=settings_.idempotency_table, boto3_client=shared.clients["dynamodb"]
+        )
+        return Granter(
+            partial(authorize, shared.clients["elasticache"]),
+            persistence,
+            expiry_seconds=settings_.idempotency_expiry_seconds,
+        )
+
+    dead_letters: Callable[[], DeadLetterQueue] = partial(
+        DeadLetterQueue, shared.clients["sqs"], settings_.dead_letter_queue_url
+    )
+    return Authorizer(
+        settings_,
+        policies=PolicySource(tag_key=settings_.tag_key, policy_file=policy_file),
+        describe_groups=describe,
+        granter=granter,
+        dead_letters=dead_letters,
+    )
+
+
+def _inject(shared: SharedWorld, case: AnyStateCase) -> Fault | None:
+    if case.fault is None:
+        return None
+    operations = _OPERATIONS[case.fault.service]
+    operation = operations[case.operation_index % len(operations)]
+    return Fault(
+        shared.clients[case.fault.service], operation, case.fault.kind, times=case.fault.times
+    )
