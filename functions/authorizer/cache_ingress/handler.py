@@ -13,7 +13,9 @@ from cache_ingress.wiring import current_authorizer
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
-@tracer.capture_lambda_handler
+# The summary is logged decision by decision already; serializing it into every trace as
+# well costs each event CPU time and copies principals into a second store.
+@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     event_or_replay, replayed = unwrap_replay(event)
