@@ -11,7 +11,7 @@ import pytest
 from botocore.stub import Stubber
 
 from cache_ingress.errors import AwsCallError, SettingsError
-from cache_ingress.granted_state import GrantedState, IngressRule, read_granted_state
+from cache_ingress.granted_state import IngressRule, Pairs, read_cache_security_group
 from cache_ingress.models import Decision, Grant, Outcome, SecurityGroupFacts
 from cache_ingress.policy_source import PolicySource
 from cache_ingress.reconcile import (
@@ -84,9 +84,9 @@ def sweep(
     granter = FakeGranter()
     reads: list[str] = []
 
-    def read_granted() -> GrantedState:
-        reads.append("cache-security-groups")
-        return GrantedState(granted)
+    def read_granted(name: str) -> Pairs | None:
+        reads.append(name)
+        return granted.get(name)
 
     reconciler = Reconciler(
         SETTINGS,
@@ -173,6 +173,18 @@ def test_an_account_with_no_tagged_group_reads_nothing_else() -> None:
     report = reconciler.run()
 
     assert (report.status, report.groups_seen, reads, granter.granted) == ("completed", 0, [], [])
+
+
+def test_each_cache_security_group_is_read_once_per_run_when_first_needed() -> None:
+    tags = {"cache-ingress": "orders, payments", "env": "prod"}
+    reconciler, _, reads = sweep(
+        [[group(f"sg-{i}", f"app-{i}", **tags) for i in range(3)] for _ in range(3)],
+        {"orders-cache-sg": frozenset(), "payments-cache-sg": frozenset()},
+    )
+
+    reconciler.run()
+
+    assert sorted(reads) == ["orders-cache-sg", "payments-cache-sg"]
 
 
 def test_a_dry_run_reports_drift_and_never_builds_a_granter() -> None:
@@ -299,47 +311,52 @@ def _stubbed_elasticache() -> tuple[Any, Stubber]:
     return client, Stubber(client)
 
 
-def _cache_group(name: str, *pairs: tuple[str, str]) -> dict[str, Any]:
-    return {
-        "CacheSecurityGroupName": name,
-        "EC2SecurityGroups": [
-            {
-                "Status": status,
-                "EC2SecurityGroupName": group_name,
-                "EC2SecurityGroupOwnerId": ACCOUNT,
-            }
-            for group_name, status in pairs
-        ],
-    }
+STATUSES = (("a", "authorized"), ("b", "authorizing"), ("c", "revoking"))
 
 
-def test_granted_state_follows_markers_and_counts_only_granting_statuses() -> None:
+def test_a_cache_security_group_is_read_by_name_with_only_granting_pairs() -> None:
     client, stubber = _stubbed_elasticache()
     stubber.add_response(
         "describe_cache_security_groups",
         {
-            "CacheSecurityGroups": [_cache_group("Orders-Cache-SG", ("a", "authorized"))],
-            "Marker": "m1",
-        },
-        {"MaxRecords": 100},
-    )
-    stubber.add_response(
-        "describe_cache_security_groups",
-        {
             "CacheSecurityGroups": [
-                _cache_group("payments-cache-sg", ("b", "authorizing"), ("c", "revoking"))
+                {
+                    "CacheSecurityGroupName": "payments-cache-sg",
+                    "EC2SecurityGroups": [
+                        {
+                            "Status": status,
+                            "EC2SecurityGroupName": name,
+                            "EC2SecurityGroupOwnerId": ACCOUNT,
+                        }
+                        for name, status in (
+                            ("a", "authorized"),
+                            ("b", "authorizing"),
+                            ("c", "revoking"),
+                        )
+                    ],
+                }
             ]
         },
-        {"MaxRecords": 100, "Marker": "m1"},
+        {"CacheSecurityGroupName": "payments-cache-sg"},
     )
 
     with stubber:
-        state = read_granted_state(client)
+        pairs = read_cache_security_group(client, "payments-cache-sg")
 
-    assert state.grants("orders-cache-sg", "a", ACCOUNT)
-    assert state.grants("payments-cache-sg", "b", ACCOUNT)
-    assert not state.grants("payments-cache-sg", "c", ACCOUNT)
-    assert state.exists("ORDERS-cache-sg") and not state.exists("inventory-cache-sg")
+    assert pairs == {("a", ACCOUNT), ("b", ACCOUNT)}
+
+
+def test_a_missing_cache_security_group_reads_as_none() -> None:
+    client, stubber = _stubbed_elasticache()
+    stubber.add_client_error(
+        "describe_cache_security_groups",
+        service_error_code="CacheSecurityGroupNotFound",
+        service_message="CacheSecurityGroup inventory-cache-sg not found.",
+        http_status_code=404,
+    )
+
+    with stubber:
+        assert read_cache_security_group(client, "inventory-cache-sg") is None
 
 
 def test_granted_state_on_an_account_without_classic_is_a_permanent_named_error() -> None:
@@ -354,6 +371,6 @@ def test_granted_state_on_an_account_without_classic_is_a_permanent_named_error(
     )
 
     with stubber, pytest.raises(AwsCallError) as raised:
-        read_granted_state(client)
+        read_cache_security_group(client, "orders-cache-sg")
 
     assert (raised.value.code, raised.value.transient) == ("CacheSecurityGroupsUnavailable", False)

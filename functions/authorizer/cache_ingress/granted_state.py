@@ -1,8 +1,9 @@
 """What is granted now, read once per sweep: the two kinds of ingress the function makes.
 
-- Classic: `describe_cache_security_groups` without a name lists every cache security group
-  of the account and region with its EC2 security group pairs, so one paginated read (a
-  page holds up to 100 cache groups) answers "is this pair granted?" for every tagged group.
+- Classic: `describe_cache_security_groups` for each cache security group the policy's
+  targets name and a tagged group asks for, once per run: its EC2 security group pairs.
+  Asking by name, not listing every group, lets IAM scope the read to the named groups,
+  as it scopes authorize; a policy names a handful of them, so the calls stay a handful.
 - VPC: the inbound rules of the caches' own VPC security groups
   (`ec2:DescribeSecurityGroups` filtered on their ids), read once for the few cache groups
   a run meets, however many tagged groups it decides.
@@ -14,7 +15,7 @@ the sweep granted since.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -26,7 +27,7 @@ from cache_ingress.models import Decision, Grant
 
 ACTION = "elasticache:DescribeCacheSecurityGroups"
 RULES_ACTION = "ec2:DescribeSecurityGroups"
-PAGE_SIZE_MAX = 100
+NOT_FOUND = "CacheSecurityGroupNotFound"
 # EC2 accepts at most 200 values in one filter.
 FILTER_VALUES_MAX = 200
 # The model documents Status without an enum; RDS reports these two while a pair grants
@@ -34,48 +35,22 @@ FILTER_VALUES_MAX = 200
 # sweep then asks authorize, which answers AuthorizationAlreadyExists if it was granted.
 GRANTING_STATUSES = frozenset({"authorized", "authorizing"})
 
-
-@dataclass(frozen=True, slots=True)
-class GrantedState:
-    """Per cache security group (by lower-case name, as AWS stores it), its granted pairs
-    of (EC2 security group name, owner account id).
-    """
-
-    pairs: Mapping[str, frozenset[tuple[str, str]]] = field(default_factory=dict)
-
-    def exists(self, cache_security_group: str) -> bool:
-        return cache_security_group.lower() in self.pairs
-
-    def grants(self, cache_security_group: str, group_name: str, owner_id: str) -> bool:
-        granted = self.pairs.get(cache_security_group.lower(), frozenset())
-        return (group_name, owner_id) in granted
+Pairs = frozenset[tuple[str, str]]
 
 
-def read_granted_state(elasticache: Any, *, page_size: int = PAGE_SIZE_MAX) -> GrantedState:
-    """Every cache security group and its granted pairs; raises AwsCallError.
+def read_cache_security_group(elasticache: Any, name: str) -> Pairs | None:
+    """The (EC2 security group name, owner id) pairs the named cache security group grants,
+    or None if it does not exist; raises AwsCallError.
 
     An account without EC2-Classic answers InvalidParameterValue; that is reported as the
     permanent `CacheSecurityGroupsUnavailable`, as the authorize adapter does.
     """
-    pairs: dict[str, frozenset[tuple[str, str]]] = {}
-    marker: str | None = None
     try:
-        while True:
-            request: dict[str, Any] = {"MaxRecords": page_size}
-            if marker:
-                request["Marker"] = marker
-            page = elasticache.describe_cache_security_groups(**request)
-            for group in page.get("CacheSecurityGroups", []):
-                pairs[str(group["CacheSecurityGroupName"]).lower()] = frozenset(
-                    (str(pair["EC2SecurityGroupName"]), str(pair["EC2SecurityGroupOwnerId"]))
-                    for pair in group.get("EC2SecurityGroups", [])
-                    if pair.get("Status") in GRANTING_STATUSES
-                )
-            marker = page.get("Marker")
-            if not marker:
-                return GrantedState(pairs)
+        response = elasticache.describe_cache_security_groups(CacheSecurityGroupName=name)
     except ClientError as exc:
         error = aws_call_error(exc, ACTION)
+        if error.code == NOT_FOUND:
+            return None
         if error.code == "InvalidParameterValue" and CLASSIC_UNAVAILABLE in str(exc):
             raise AwsCallError(
                 "this account has no EC2-Classic, so cache security groups cannot be read "
@@ -86,6 +61,12 @@ def read_granted_state(elasticache: Any, *, page_size: int = PAGE_SIZE_MAX) -> G
         raise error from exc
     except BotoCoreError as exc:
         raise aws_call_error(exc, ACTION) from exc
+    return frozenset(
+        (str(pair["EC2SecurityGroupName"]), str(pair["EC2SecurityGroupOwnerId"]))
+        for group in response.get("CacheSecurityGroups", [])
+        for pair in group.get("EC2SecurityGroups", [])
+        if pair.get("Status") in GRANTING_STATUSES
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,21 +123,22 @@ def _rules(group: Mapping[str, Any]) -> list[IngressRule]:
     ]
 
 
-ReadClassic = Callable[[], GrantedState]
+ReadClassic = Callable[[str], Pairs | None]
 ReadRules = Callable[[Sequence[str]], Mapping[str, tuple[IngressRule, ...]]]
 
 
 class GrantedView:
     """Whether a pair is granted, for one sweep. Each read is made at most once, when a pair
-    first needs it, so a policy without classic targets never calls ElastiCache (an account
-    without EC2-Classic would refuse it). A transient read failure raises AwsCallError (the
-    sweep retries); a permanent one is kept and answered for every pair that needs it.
+    first needs it, so a policy without classic targets never calls the classic API (an
+    account without EC2-Classic would refuse it). A transient read failure raises
+    AwsCallError (the sweep retries); a permanent one is kept and answered for every pair
+    that needs it.
     """
 
     def __init__(self, read_classic: ReadClassic, read_rules: ReadRules) -> None:
         self._read_classic = read_classic
         self._read_rules = read_rules
-        self._classic: GrantedState | AwsCallError | None = None
+        self._classic: dict[str, Pairs | AwsCallError | None] = {}
         self._rules: dict[str, tuple[IngressRule, ...] | AwsCallError] = {}
         self._added: set[tuple[str, ...]] = set()
 
@@ -167,13 +149,11 @@ class GrantedView:
         if pair.cache_security_group is not None:
             if pair.group_name is None or pair.owner_id is None:
                 return None
-            classic = self._classic_state()
-            if isinstance(classic, AwsCallError):
-                return classic
+            pairs = self._pairs_of(pair.cache_security_group)
+            if isinstance(pairs, AwsCallError):
+                return pairs
             key = _classic_key(pair.cache_security_group, pair.group_name, pair.owner_id)
-            return key in self._added or classic.grants(
-                pair.cache_security_group, pair.group_name, pair.owner_id
-            )
+            return key in self._added or (pair.group_name, pair.owner_id) in (pairs or ())
         if pair.vpc_security_group is not None and pair.port is not None:
             rules = self._rules_of(pair.vpc_security_group)
             if isinstance(rules, AwsCallError):
@@ -183,8 +163,8 @@ class GrantedView:
         return None
 
     def cache_group_exists(self, name: str) -> bool | AwsCallError:
-        classic = self._classic_state()
-        return classic if isinstance(classic, AwsCallError) else classic.exists(name)
+        pairs = self._pairs_of(name)
+        return pairs if isinstance(pairs, AwsCallError) else pairs is not None
 
     def record(self, grant: Grant) -> None:
         """The sweep made this grant: the rest of the run sees it granted."""
@@ -195,15 +175,17 @@ class GrantedView:
         elif grant.vpc_security_group is not None and grant.port is not None:
             self._added.add(_vpc_key(grant.vpc_security_group, grant.port, grant.group_id))
 
-    def _classic_state(self) -> GrantedState | AwsCallError:
-        if self._classic is None:
+    def _pairs_of(self, name: str) -> Pairs | AwsCallError | None:
+        # AWS stores cache security group names in lowercase and matches them so.
+        key = name.lower()
+        if key not in self._classic:
             try:
-                self._classic = self._read_classic()
+                self._classic[key] = self._read_classic(name)
             except AwsCallError as exc:
                 if exc.transient:
                     raise
-                self._classic = exc
-        return self._classic
+                self._classic[key] = exc
+        return self._classic[key]
 
     def _rules_of(self, group_id: str) -> tuple[IngressRule, ...] | AwsCallError:
         if group_id not in self._rules:

@@ -41,12 +41,12 @@ from cache_ingress.errors import (
     TransientFailureError,
 )
 from cache_ingress.granted_state import (
-    GrantedState,
     GrantedView,
     IngressRule,
+    Pairs,
     ReadClassic,
     ReadRules,
-    read_granted_state,
+    read_cache_security_group,
     read_ingress_rules,
 )
 from cache_ingress.models import (
@@ -110,7 +110,6 @@ class ReconcileOptions:
     page_size: int = PAGE_SIZE_MAX
     time_reserve_ms: int = 60_000
     resume_max_age_seconds: int = 21_600
-    granted_page_size: int = 100
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> ReconcileOptions:
@@ -906,8 +905,8 @@ def build_reconciler(
             token=token,
         )
 
-    def read_granted() -> GrantedState:
-        return read_granted_state(clients.get("elasticache"), page_size=options.granted_page_size)
+    def read_granted(name: str) -> Pairs | None:
+        return read_cache_security_group(clients.get("elasticache"), name)
 
     def read_rules(group_ids: Sequence[str]) -> dict[str, tuple[IngressRule, ...]]:
         return read_ingress_rules(clients.get("ec2"), group_ids)
