@@ -239,6 +239,13 @@ def shorten(text: str | None, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def event_cell(message: DeadLetter | Unrecognised) -> str:
+    """The event id, or for a message with none the SQS message id, marked as such."""
+    if isinstance(message, DeadLetter) and message.event_id:
+        return message.event_id
+    return f"(message {message.message_id})"
+
+
 def groups_cell(message: DeadLetter | Unrecognised) -> str:
     if isinstance(message, Unrecognised) or not message.security_groups:
         return "-"

@@ -13,6 +13,7 @@ from cache_ingress_tools.commands._dead_letter_queue import (
     add_connection_arguments,
     add_selection_arguments,
     age_cell,
+    event_cell,
     groups_cell,
     queue_url,
     render_table,
@@ -87,7 +88,7 @@ def run(arguments: argparse.Namespace, stdout: IO[str] | None = None) -> int:
 def _row(message: DeadLetter | Unrecognised, now: datetime) -> list[str]:
     if isinstance(message, Unrecognised):
         return [
-            f"(message {shorten(message.message_id, 12)})",
+            event_cell(message),
             "-",
             "-",
             "unrecognised",
@@ -97,7 +98,7 @@ def _row(message: DeadLetter | Unrecognised, now: datetime) -> list[str]:
         ]
     error = ": ".join(p for p in (message.error_type, message.error_message) if p)
     return [
-        message.event_id or "-",
+        event_cell(message),
         message.source or "-",
         groups_cell(message),
         str(message.origin),

@@ -25,6 +25,7 @@ from cache_ingress_tools.commands._dead_letter_queue import (
     UsageError,
     add_connection_arguments,
     add_selection_arguments,
+    event_cell,
     groups_cell,
     positive_integer,
     queue_url,
@@ -251,7 +252,7 @@ def _write_result(out: IO[str], result: ReplayReport, *, as_json: bool) -> None:
     rows = [
         [
             str(m.result),
-            getattr(m.message, "event_id", None) or f"(message {m.message.message_id[:12]})",
+            event_cell(m.message),
             str(getattr(m.message, "origin", "unrecognised")),
             groups_cell(m.message),
             m.status or "-",
