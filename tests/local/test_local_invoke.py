@@ -33,7 +33,7 @@ from cache_ingress_tools.local_invoke import (
     sam_pseudo_parameters,
 )
 from tests.local import REPO_ROOT, run_cli
-from tests.support.events import INVENTORY_GROUP, ORDERS_GROUP, load_event
+from tests.support.events import INVENTORY_GROUP, ORDERS_GROUP, event_names, load_event
 
 TEMPLATE = REPO_ROOT / "template.yaml"
 ENV_VARS = REPO_ROOT / "events" / "env.json"
@@ -511,3 +511,12 @@ def test_the_replay_step_is_a_hook_that_does_nothing_yet() -> None:
         demo.replay_step(demo.DemoSession(target=_target(), root=REPO_ROOT, out=io.StringIO()))
         is None
     )
+
+
+@pytest.mark.unit
+def test_docs_say_what_every_sample_event_does() -> None:
+    docs = (REPO_ROOT / "docs" / "local.md").read_text(encoding="utf-8")
+
+    described = set(re.findall(r"^\| `([a-z0-9-]+\.json)` \|", docs, flags=re.MULTILINE))
+
+    assert described == set(event_names())

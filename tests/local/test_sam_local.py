@@ -133,8 +133,11 @@ def _need_sam() -> str:
     sam = _sam_executable()
     if sam is not None:
         return sam
+    configured = os.environ.get("SAM_CLI")
     reason = (
-        "SAM CLI not found (SAM_CLI, `sam` on PATH, .venv-sam/bin/sam); `make test` installs it"
+        f"SAM_CLI={configured} is not an executable"
+        if configured
+        else "SAM CLI not found (SAM_CLI, `sam` on PATH, .venv-sam/bin/sam); `make test` has it"
     )
     if REQUIRE_SAM:
         pytest.fail(f"{reason}, and CACHE_INGRESS_REQUIRE_SAM=1 forbids skipping")

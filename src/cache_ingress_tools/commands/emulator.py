@@ -165,12 +165,12 @@ def write_banner(
             )
         )
     )
-    if env_file != ENV_VARS_FILE:
+    if arguments.env_vars_out is None and env_file != ENV_VARS_FILE:
         write(
-            f"  ({ENV_VARS_FILE} is for port {DEFAULT_PORT} and the default scenario; "
-            f"{env_file} matches this emulator.)\n"
+            f"  ({ENV_VARS_FILE} is for port {DEFAULT_PORT} and the default scenario: restart "
+            "with --env-vars-out FILE to write one for this emulator, and pass that FILE.)\n"
         )
-    write("\nCtrl-C stops it.\n")
+    write("\nCtrl-C (or SIGTERM) stops it.\n")
 
 
 def _env_vars_file_for(
@@ -187,7 +187,7 @@ def _env_vars_file_for(
     section = shipped.get(FUNCTION_ID, {}) if isinstance(shipped, dict) else {}
     if all(section.get(name) == value for name, value in needed.items()):
         return ENV_VARS_FILE
-    return "<file written by --env-vars-out FILE>"
+    return "FILE"
 
 
 def _write_env_vars(path: Path, container_env: Mapping[str, Any]) -> None:
