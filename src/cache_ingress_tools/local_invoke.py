@@ -37,6 +37,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from cache_ingress.errors import MalformedEventError
 from cache_ingress.intake import Ignored, parse_event
+from cache_ingress_tools.dead_letters import DeadLetter, Unrecognised, read_dead_letter
 from cache_ingress_tools.emulator.scenario import Scenario
 from cache_ingress_tools.emulator.server import DUMMY_CREDENTIALS, EmbeddedAws, client_for
 
@@ -529,20 +530,12 @@ class Ingress:
 
 
 @dataclass(frozen=True, slots=True)
-class DeadLetter:
-    message_id: str
-    error_type: str
-    error_message: str
-    event_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
 class WorldState:
     """What a person checks after an invoke: cache security groups and the DLQ."""
 
     cache_security_groups: dict[str, tuple[Ingress, ...]]
     dead_letter_count: int
-    dead_letters: tuple[DeadLetter, ...]
+    dead_letters: tuple[DeadLetter | Unrecognised, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -848,35 +841,19 @@ def read_state(target: Target) -> WorldState:
         )
         # Visibility 0: a peek that leaves every message where the replay tool will find it.
         received = sqs.receive_message(
-            QueueUrl=queue, MaxNumberOfMessages=10, VisibilityTimeout=0, WaitTimeSeconds=0
+            QueueUrl=queue,
+            MaxNumberOfMessages=10,
+            VisibilityTimeout=0,
+            WaitTimeSeconds=0,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
         ).get("Messages", [])
     except (ClientError, BotoCoreError) as exc:
         raise LocalInvokeError(f"cannot read the state of {target.endpoint_url}: {exc}") from exc
     return WorldState(
         cache_security_groups=groups,
         dead_letter_count=count,
-        dead_letters=tuple(_dead_letter(m) for m in received),
-    )
-
-
-def _dead_letter(message: Mapping[str, Any]) -> DeadLetter:
-    try:
-        body = json.loads(message["Body"])
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        return DeadLetter(message["MessageId"], "?", "body is not a JSON object", None)
-    # A function or Lambda on-failure record carries the event in requestPayload; an
-    # EventBridge dead letter is the bare event.
-    payload = body.get("responsePayload")
-    response: dict[str, Any] = payload if isinstance(payload, dict) else {}
-    event = body.get("requestPayload", body)
-    event_id = event.get("id") if isinstance(event, dict) else None
-    return DeadLetter(
-        message_id=message["MessageId"],
-        error_type=str(response.get("errorType") or "?"),
-        error_message=str(response.get("errorMessage") or ""),
-        event_id=event_id if isinstance(event_id, str) else None,
+        dead_letters=tuple(read_dead_letter(m) for m in received),
     )
 
 
@@ -940,7 +917,13 @@ def render_state(result: InvocationResult, out: IO[str], *, indent: str = "") ->
         + (f", {added} from this run" if added > 0 else "")
     )
     for letter in after.dead_letters:
-        write(f"{indent}  {letter.error_type}  event {letter.event_id}: {letter.error_message}")
+        if isinstance(letter, Unrecognised):
+            write(f"{indent}  unrecognised message {letter.message_id}: {letter.reason}")
+        else:
+            write(
+                f"{indent}  {letter.error_type or '?'}  event {letter.event_id}: "
+                f"{letter.error_message or ''} ({letter.origin})"
+            )
 
 
 def _writer(out: IO[str]) -> Callable[[str], None]:

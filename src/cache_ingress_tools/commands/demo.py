@@ -149,7 +149,9 @@ def _dead_letter_check(result: InvocationResult) -> list[str]:
     event_id = result.event.get("id") if isinstance(result.event, dict) else None
     if result.after.dead_letter_count != result.before.dead_letter_count + 1:
         problems.append("the dead-letter queue did not gain one message")
-    if not any(letter.event_id == event_id for letter in result.after.dead_letters):
+    if not any(
+        getattr(letter, "event_id", None) == event_id for letter in result.after.dead_letters
+    ):
         problems.append("the event is not in the dead-letter queue")
     return problems
 
