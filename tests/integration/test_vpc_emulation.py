@@ -210,8 +210,10 @@ targets:
     allow: {{required_tags: {{env: prod}}}}
   legacy:
     cache_cluster: legacy-memcached
+    allow: {{required_tags: {{env: prod}}}}
   reports:
     vpc_security_group: {{group_id: {REPORTS_GROUP}, port: {REPORTS_PORT}}}
+    allow: {{required_tags: {{env: prod}}}}
 """
 
 
@@ -245,6 +247,10 @@ def seed_vpc_world(clients: Mapping[str, Any], vpc_id: str) -> VpcWorld:
     in it and in a second VPC. Call inside `emulate_vpc_caches`.
     """
     ec2, elasticache = clients["ec2"], clients["elasticache"]
+    seeded = ec2.describe_security_groups(Filters=[{"Name": "group-id", "Values": [OTHER_VPC_APP]}])
+    if seeded["SecurityGroups"]:
+        # The scenario seeds this world already (same ids): use it as it is.
+        return VpcWorld(vpc_id=vpc_id, other_vpc_id=seeded["SecurityGroups"][0]["VpcId"])
     other_vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"][0]
     prod = {"env": "prod"}

@@ -171,28 +171,6 @@ def test_a_cluster_with_no_vpc_group_points_at_the_classic_kind(
     assert "cache_security_group" in unresolved.reason
 
 
-def test_moto_without_the_emulation_fails_closed(
-    clients: dict[str, Any], world: SeededWorld
-) -> None:
-    # moto's own answers carry no SecurityGroups and no members: nothing resolves.
-    group = clients["ec2"].create_security_group(
-        GroupName="g", Description="g", VpcId=world.vpc_id
-    )["GroupId"]
-    clients["elasticache"].create_replication_group(
-        ReplicationGroupId="plain",
-        ReplicationGroupDescription="d",
-        Engine="redis",
-        CacheNodeType="cache.t4g.micro",
-        SecurityGroupIds=[group],
-    )
-    destination = VpcDestination(TargetKind.REPLICATION_GROUP, "plain")
-
-    [unresolved] = resolve(clients, [destination]).values()
-
-    assert isinstance(unresolved, UnresolvedDestination)
-    assert unresolved.error_code == "CacheClusterNotFound"
-
-
 @pytest.mark.parametrize(
     ("kind", "code", "failure"),
     [
@@ -288,6 +266,34 @@ def test_a_cluster_without_an_endpoint_yet_is_not_ready(stubbed: tuple[Any, Stub
 
     assert isinstance(unresolved, UnresolvedDestination)
     assert (unresolved.error_code, unresolved.failure) == ("CacheNotReady", FailureKind.TRANSIENT)
+
+
+def test_a_member_cluster_that_cannot_be_found_fails_closed(
+    stubbed: tuple[Any, Stubber],
+) -> None:
+    # What moto itself answers without the emulation: members listed but not describable.
+    client, stubber = stubbed
+    stubber.add_response(
+        "describe_replication_groups",
+        {"ReplicationGroups": [{"ReplicationGroupId": "rg", "MemberClusters": ["rg-001"]}]},
+        {"ReplicationGroupId": "rg"},
+    )
+    stubber.add_client_error(
+        "describe_cache_clusters",
+        service_error_code="CacheClusterNotFound",
+        service_message="Cache cluster rg-001 not found.",
+        http_status_code=404,
+        expected_params={"CacheClusterId": "rg-001", "ShowCacheNodeInfo": True},
+    )
+    destination = VpcDestination(TargetKind.REPLICATION_GROUP, "rg")
+
+    [unresolved] = resolve_destinations(client, no_groups, [destination], REGION).values()
+
+    assert unresolved == UnresolvedDestination(
+        "cache cluster rg-001 does not exist in us-east-1",
+        "CacheClusterNotFound",
+        FailureKind.PERMANENT,
+    )
 
 
 def test_cluster_mode_uses_the_configuration_endpoints_port(stubbed: tuple[Any, Stubber]) -> None:
