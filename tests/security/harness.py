@@ -26,6 +26,7 @@ from cache_ingress_tools.emulator.scenario import SeededWorld, load_scenario, se
 from tests.integration.conftest import SERVICES, TEST_CLIENT_CONFIG
 
 AUTHORIZE_EVENT = "provide-client-params.elasticache.AuthorizeCacheSecurityGroupIngress"
+RULE_EVENT = "provide-client-params.ec2.AuthorizeSecurityGroupIngress"
 
 
 @cache
@@ -52,10 +53,24 @@ class SharedWorld:
         self.world = world
         self._numbers = itertools.count(1)
         self.authorize_calls: list[dict[str, Any]] = []
+        self.rule_calls: list[dict[str, Any]] = []
         clients["elasticache"].meta.events.register(AUTHORIZE_EVENT, self._record)
+        clients["ec2"].meta.events.register(RULE_EVENT, self._record_rule)
+        self._other_vpc: str | None = None
 
     def _record(self, params: dict[str, Any], **_: Any) -> None:
         self.authorize_calls.append(params)
+
+    def _record_rule(self, params: dict[str, Any], **_: Any) -> None:
+        self.rule_calls.append(params)
+
+    @property
+    def other_vpc(self) -> str:
+        """A second VPC, for caches the seeded groups cannot reach."""
+        if self._other_vpc is None:
+            vpc = self.clients["ec2"].create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]
+            self._other_vpc = str(vpc["VpcId"])
+        return self._other_vpc
 
     @property
     def account(self) -> str:
@@ -81,6 +96,7 @@ class SharedWorld:
             self._revoke_all_ingress()
             set_classic_enabled(self.account, self.region, True)
         self.authorize_calls.clear()
+        self.rule_calls.clear()
         environment = {
             **self.world.function_environment(),
             "IDEMPOTENCY_TABLE": table,
@@ -101,6 +117,7 @@ class SharedWorld:
                     "name": group["GroupName"],
                     "owner_id": group["OwnerId"],
                     "region": self.region,
+                    "vpc_id": group.get("VpcId"),
                     "tags": {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])},
                 }
         return groups

@@ -1,10 +1,10 @@
 """An independent oracle: which (group, target) pairs the policy reference allows.
 
 Written from the policy reference (the docstring of `cache_ingress/policy.py`, repeated in
-the README) and the AWS facts, not from the decision code: it imports nothing from
-`cache_ingress`, reads the policy as the plain document a reviewer reads, and matches
-principal patterns with its own wildcard matcher. Where it and the function disagree, one
-of them misreads the reference, and the tests say which pair.
+the README, and docs/vpc-targets.md) and the AWS facts, not from the decision code: it
+imports nothing from `cache_ingress`, reads the policy as the plain document a reviewer
+reads, and matches principal patterns with its own wildcard matcher. Where it and the
+function disagree, one of them misreads the reference, and the tests say which pair.
 
 The reference, as read here:
 
@@ -21,12 +21,16 @@ The reference, as read here:
   (a single string or a list of strings).
 - With `allow.principals`, the event must name a principal matching one of the patterns,
   where `*` is any run of characters and `?` exactly one, and nothing else is special.
+- A VPC target (`vpc_security_group`, `replication_group`, `cache_cluster`) is granted by a
+  rule on the cache's VPC security group, TCP on the cache's port, from the tagged group;
+  the tagged group must be in a VPC, the same as the cache's security group's. Nothing is
+  granted on a fact that is missing: a cache whose facts are unknown grants nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 DEFAULT_TAG_KEY = "cache-ingress"
@@ -50,18 +54,36 @@ class Scope:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheFacts:
+    """A VPC cache as it is now: its security group, that group's VPC, and its port."""
+
+    security_group: str
+    vpc_id: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
 class Permit:
-    """One ingress the policy allows, with the exact authorize parameters it implies."""
+    """One ingress the policy allows, with the exact request it implies."""
 
     group_id: str
     target: str
-    cache_security_group: str
     group_name: str
     owner_id: str
+    cache_security_group: str | None = None
+    vpc_cache: CacheFacts | None = None
 
     @property
     def authorize_parameters(self) -> tuple[str, str, str]:
+        """(CacheSecurityGroupName, EC2SecurityGroupName, EC2SecurityGroupOwnerId)."""
+        assert self.cache_security_group is not None, "a VPC permit has no classic call"
         return (self.cache_security_group, self.group_name, self.owner_id)
+
+    @property
+    def rule_parameters(self) -> tuple[str, int, str]:
+        """(the cache's GroupId, the TCP port, the tagged GroupId) of the ingress rule."""
+        assert self.vpc_cache is not None, "a classic permit has no ingress rule"
+        return (self.vpc_cache.security_group, self.vpc_cache.port, self.group_id)
 
 
 def named_targets(tag_value: str) -> list[str]:
@@ -105,10 +127,13 @@ def permitted(
     principal: str | None,
     policy: Mapping[str, Any],
     scope: Scope,
+    caches: Mapping[str, CacheFacts] | None = None,
 ) -> set[Permit]:
     """The pairs the policy allows to be granted for an event naming `group_ids`.
 
-    `groups` maps group id to the group as it is now: `name`, `owner_id`, `region`, `tags`.
+    `groups` maps group id to the group as it is now: `name`, `owner_id`, `region`, `tags`,
+    and `vpc_id` (None outside a VPC). `caches` maps a VPC target's name to its cache's
+    facts; a VPC target missing from it grants nothing.
     """
     if not scope.in_scope:
         return set()
@@ -121,16 +146,16 @@ def permitted(
             continue
         for name in named_targets(group["tags"][tag_key]):
             target = targets.get(name)
-            if target is not None and _target_allows(target, group, principal, scope):
-                permits.add(
-                    Permit(
-                        group_id=group_id,
-                        target=name,
-                        cache_security_group=target["cache_security_group"],
-                        group_name=group["name"],
-                        owner_id=group["owner_id"],
-                    )
-                )
+            if target is None or not _target_allows(target, group, principal, scope):
+                continue
+            permit = Permit(group_id, name, group["name"], group["owner_id"])
+            if "cache_security_group" in target:
+                permits.add(replace(permit, cache_security_group=target["cache_security_group"]))
+                continue
+            cache = (caches or {}).get(name)
+            in_the_cache_vpc = cache is not None and group.get("vpc_id") == cache.vpc_id
+            if in_the_cache_vpc and group.get("vpc_id") is not None:
+                permits.add(replace(permit, vpc_cache=cache))
     return permits
 
 

@@ -81,6 +81,9 @@ PRINCIPAL_PATTERNS = (
     "arn:aws:sts::123456789012:assumed-role/plat*/alice",
 )
 ACCEPTED_OUTCOMES = {"authorized", "already-authorized"}
+# Stand-ins in generated policies for VPC security groups created for each example.
+SAME_VPC_CACHE = "sg-00000000000000aaa"
+OTHER_VPC_CACHE = "sg-00000000000000bbb"
 FINAL_DENIALS = {"denied", "not-applicable"}
 
 
@@ -147,13 +150,20 @@ def allow_rules(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @st.composite
-def policies(draw: st.DrawFn) -> dict[str, Any]:
+def policies(draw: st.DrawFn, *, vpc: bool = False) -> dict[str, Any]:
+    """Policies over the classic kind and, with `vpc`, VPC targets whose cache security
+    group is a placeholder (SAME_VPC_CACHE or OTHER_VPC_CACHE) the test creates."""
     names = draw(st.lists(st.sampled_from(TARGET_NAMES), min_size=1, max_size=4, unique=True))
     targets: dict[str, Any] = {}
     for name in names:
-        target: dict[str, Any] = {
-            "cache_security_group": draw(st.sampled_from(CACHE_GROUPS[:2] * 3 + CACHE_GROUPS))
-        }
+        target: dict[str, Any]
+        if vpc and draw(st.integers(0, 3)) == 0:
+            placeholder = draw(st.sampled_from([SAME_VPC_CACHE, SAME_VPC_CACHE, OTHER_VPC_CACHE]))
+            target = {"vpc_security_group": {"group_id": placeholder, "port": 6379}}
+        else:
+            target = {
+                "cache_security_group": draw(st.sampled_from(CACHE_GROUPS[:2] * 3 + CACHE_GROUPS))
+            }
         region = draw(st.sampled_from([None] * 6 + [REGION, OTHER_REGION]))
         if region is not None:
             target["region"] = region
@@ -262,7 +272,7 @@ class MotoCase:
 
 @st.composite
 def moto_cases(draw: st.DrawFn) -> MotoCase:
-    policy = draw(policies())
+    policy = draw(policies(vpc=True))
     names = list(policy["targets"])
     return MotoCase(
         policy=policy,
@@ -277,9 +287,10 @@ def test_moto_world_grants_exactly_what_the_oracle_allows(
     case: MotoCase, shared: SharedWorld
 ) -> None:
     fresh = shared.fresh(reset_world=False)
+    policy, caches = _with_vpc_caches(shared, case.policy)
     shared.clients["ssm"].put_parameter(
         Name="/cache-ingress/policy",
-        Value=yaml.safe_dump(case.policy),
+        Value=yaml.safe_dump(policy),
         Type="String",
         Overwrite=True,
     )
@@ -294,19 +305,23 @@ def test_moto_world_grants_exactly_what_the_oracle_allows(
     event, named = build_event(case.shape, group_ids)
     scope = oracle.Scope(ACCOUNT, REGION, case.shape.account, case.shape.region)
     groups_now = shared.groups_now(named)
-    permits = oracle.permitted(named, groups_now, case.shape.principal, case.policy, scope)
+    permits = oracle.permitted(named, groups_now, case.shape.principal, policy, scope, caches)
 
     summary = build_authorizer(settings_, shared.injected_clients(settings_)).handle(
         event, FakeLambdaContext()
     )
 
+    classic = [p for p in permits if p.cache_security_group is not None]
+    vpc = [p for p in permits if p.vpc_cache is not None]
     sent = sent_parameters(shared.authorize_calls)
-    allowed = {permit.authorize_parameters for permit in permits}
-    assert set(sent) <= allowed
+    rules = sent_rules(shared.rule_calls)
+    assert set(sent) <= {permit.authorize_parameters for permit in classic}
+    assert set(rules) <= {permit.rule_parameters for permit in vpc}
     # A fresh event id: each permitted pair is asked of AWS exactly once.
-    assert sorted(sent) == sorted(permit.authorize_parameters for permit in permits)
+    assert sorted(sent) == sorted(permit.authorize_parameters for permit in classic)
+    assert sorted(rules) == sorted(permit.rule_parameters for permit in vpc)
     by_pair = check_every_pair_has_one_outcome(
-        summary, oracle.named_pairs(named, groups_now, case.policy, scope)
+        summary, oracle.named_pairs(named, groups_now, policy, scope)
     )
     permitted_pairs = {(p.group_id, p.target): p for p in permits}
     for pair, decision in by_pair.items():
@@ -320,10 +335,53 @@ def test_moto_world_grants_exactly_what_the_oracle_allows(
     assert summary["status"] == ("dead-lettered" if failed else "completed")
     statistic(f"status: {summary['status']}")
     statistic(f"authorize calls: {min(len(sent), 3)}{'+' if len(sent) > 3 else ''}")
+    statistic(f"ingress rules: {min(len(rules), 2)}{'+' if len(rules) > 2 else ''}")
     assert shared.dead_letter_count(fresh.queue_url) == int(failed)
 
 
 _group_numbers = itertools.count(1)
+
+
+def sent_rules(calls: Sequence[dict[str, Any]]) -> list[tuple[str, int, str]]:
+    """(cache GroupId, port, tagged GroupId) of each ingress rule request, one per pair."""
+    rules = []
+    for call in calls:
+        [permission] = call["IpPermissions"]
+        assert permission["IpProtocol"] == "tcp"
+        assert permission["FromPort"] == permission["ToPort"]
+        assert "IpRanges" not in permission, "a VPC grant never opens a CIDR"
+        [pair] = permission["UserIdGroupPairs"]
+        rules.append((call["GroupId"], permission["FromPort"], pair["GroupId"]))
+    return rules
+
+
+def _with_vpc_caches(
+    shared: SharedWorld, policy: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, oracle.CacheFacts]]:
+    """The policy with a new VPC security group for each placeholder, and the oracle's facts
+    about those caches. New groups each time: rules do not pile up on one group."""
+    vpcs = {SAME_VPC_CACHE: shared.world.vpc_id, OTHER_VPC_CACHE: shared.other_vpc}
+    created: dict[str, str] = {}
+    caches: dict[str, oracle.CacheFacts] = {}
+    targets: dict[str, Any] = {}
+    for name, target in policy["targets"].items():
+        destination = target.get("vpc_security_group")
+        if destination is None:
+            targets[name] = target
+            continue
+        placeholder = destination["group_id"]
+        if placeholder not in created:
+            created[placeholder] = str(
+                shared.clients["ec2"].create_security_group(
+                    GroupName=f"prop-cache-{next(_group_numbers)}",
+                    Description="a VPC cache",
+                    VpcId=vpcs[placeholder],
+                )["GroupId"]
+            )
+        group_id = created[placeholder]
+        targets[name] = {**target, "vpc_security_group": {**destination, "group_id": group_id}}
+        caches[name] = oracle.CacheFacts(group_id, vpcs[placeholder], destination["port"])
+    return {**policy, "targets": targets}, caches
 
 
 def _create_group(shared: SharedWorld, tags: dict[str, str]) -> str:
