@@ -1,12 +1,14 @@
 """Drain one dead-letter queue twice: one message at a time, then with the replay engine.
 
-    .venv/bin/python benchmarks/replay_drain.py [--messages 400] [--concurrency 16]
-                                                [--latency-ms 0,20]
+    .venv/bin/python benchmarks/replay_drain.py [--messages 200] [--concurrency 16]
+                                                [--latency-ms 0,20,50] [--servers 2]
 
 AWS is the project's embedded AWS (moto's ThreadedMotoServer on 127.0.0.1 with the
-cache-security-group emulation), run in a child process so that its work does not share
-this process's interpreter lock, as AWS would not. Before each drain it is reset and seeded
-again and the queue is filled with the same messages (every dead-letter format; events that
+cache-security-group emulation), run in child processes so that its work does not share
+this process's interpreter lock, as AWS would not; the services are spread over
+`--servers` of them (SQS and DynamoDB on one, EC2 and ElastiCache on the other by default),
+because one moto process answers on one core at most. Before each drain they are reset and
+seeded again and the queue is filled with the same messages (every dead-letter format; events that
 grant, that are already granted and that are denied), so both drains do the same work.
 
 Each message is processed by the real `replay --local` path: the Authorizer built by
