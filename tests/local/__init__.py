@@ -53,6 +53,12 @@ class LineReader:
             self._closed = True
             self._changed.notify_all()
 
+    def wait_closed(self) -> list[str]:
+        """Every line, once the child has closed its output."""
+        self._thread.join(timeout=CHILD_DEADLINE_SECONDS)
+        with self._changed:
+            return list(self.lines)
+
     def wait_for(self, text: str) -> list[str]:
         with self._changed:
             found = self._changed.wait_for(

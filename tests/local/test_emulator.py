@@ -428,8 +428,10 @@ def test_the_emulator_command_serves_until_interrupted(tmp_path: Path) -> None:
         written = json.loads(env_file.read_text(encoding="utf-8"))
     finally:
         child.send_signal(signal.SIGINT)
-        _, errors = child.communicate(timeout=CHILD_DEADLINE_SECONDS)
-    banner = "".join(reader.lines)
+        child.wait(timeout=CHILD_DEADLINE_SECONDS)
+    # The reader owns stdout: it alone reads it, to the end.
+    banner = "".join(reader.wait_closed())
+    errors = child.stderr.read() if child.stderr else ""
 
     assert lines[0].startswith("embedded AWS listening on http://127.0.0.1:")
     assert [g["CacheSecurityGroupName"] for g in cache_groups] == [

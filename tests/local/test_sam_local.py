@@ -334,6 +334,7 @@ def test_every_sample_event_runs_through_the_built_artifact(
     embedded: EmbeddedAws,
     sam_function: FunctionDefinition,
 ) -> None:
+    assert name in catalog(), f"events/{name} is not in events/catalog.yaml"
     world = embedded.reset()
     expected = catalog()[name]
     environment = _container_environment(sam_function, embedded.endpoint_url)
