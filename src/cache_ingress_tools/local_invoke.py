@@ -43,6 +43,7 @@ from cache_ingress_tools.emulator.server import DUMMY_CREDENTIALS, EmbeddedAws, 
 
 __all__ = [
     "FUNCTION_ID",
+    "UNDECLARED_SETTINGS",
     "FunctionDefinition",
     "InvocationResult",
     "LocalInvokeError",
@@ -66,14 +67,13 @@ __all__ = [
 ]
 
 FUNCTION_ID: Final = "IngressFunction"
-HANDLER_MODULE: Final = "cache_ingress.handler"
 ENDPOINT_VARIABLE: Final = "AWS_ENDPOINT_URL"
 # `sam local` resolves AWS::AccountId and AWS::Region to these unless told otherwise.
 SAM_DEFAULT_ACCOUNT: Final = "123456789012"
 SAM_DEFAULT_REGION: Final = "us-east-1"
 # Settings the function reads that the template does not declare: unset in Lambda, so unset
 # here too, whatever the developer's shell holds.
-_UNDECLARED_SETTINGS: Final = ("POLICY_FILE", "IDEMPOTENCY_EXPIRY_SECONDS")
+UNDECLARED_SETTINGS: Final = ("POLICY_FILE", "IDEMPOTENCY_EXPIRY_SECONDS")
 _NO_VALUE: Final = object()
 
 
@@ -755,7 +755,7 @@ def _function_process_state(environment: Mapping[str, str]) -> Iterator[io.Strin
     """
     saved_environment = dict(os.environ)
     for name in list(os.environ):
-        if name.startswith(("AWS_", "POWERTOOLS_")) or name in _UNDECLARED_SETTINGS:
+        if name.startswith(("AWS_", "POWERTOOLS_")) or name in UNDECLARED_SETTINGS:
             del os.environ[name]
     os.environ.update(environment)
     captured = io.StringIO()

@@ -16,12 +16,14 @@ from typing import Any
 
 import pytest
 
+from cache_ingress.settings import Settings
 from cache_ingress_tools.cli import main
 from cache_ingress_tools.commands import demo
 from cache_ingress_tools.emulator.scenario import DEFAULT_SCENARIO, load_scenario
 from cache_ingress_tools.emulator.server import EmbeddedAws
 from cache_ingress_tools.local_invoke import (
     FUNCTION_ID,
+    UNDECLARED_SETTINGS,
     LocalInvokeError,
     Target,
     TemplateError,
@@ -520,3 +522,29 @@ def test_docs_say_what_every_sample_event_does() -> None:
     described = set(re.findall(r"^\| `([a-z0-9-]+\.json)` \|", docs, flags=re.MULTILINE))
 
     assert described == set(event_names())
+
+
+class _RecordingEnvironment(dict[str, str]):
+    """An environment that notes every name read from it."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        super().__init__(values)
+        self.read: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+@pytest.mark.unit
+def test_the_settings_the_template_leaves_undeclared_are_the_ones_kept_from_the_shell() -> None:
+    _, environment, _ = function_environment(load_template(TEMPLATE), _target())
+    recording = _RecordingEnvironment(environment)
+
+    Settings.from_environ(recording)
+
+    assert recording.read - set(environment) == set(UNDECLARED_SETTINGS)
