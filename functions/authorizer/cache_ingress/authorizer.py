@@ -23,7 +23,14 @@ from cache_ingress.errors import (
     TransientFailureError,
 )
 from cache_ingress.intake import Ignored, parse_event
-from cache_ingress.models import Decision, FailureKind, Outcome, SecurityGroupFacts, TagRequest
+from cache_ingress.models import (
+    Decision,
+    FailureKind,
+    Grant,
+    Outcome,
+    SecurityGroupFacts,
+    TagRequest,
+)
 from cache_ingress.observability import logger, metrics
 
 if TYPE_CHECKING:
@@ -158,22 +165,15 @@ class Authorizer:
         )
 
     def _grant(
-        self, grants: Sequence[Any], request: TagRequest, context: LambdaContext | None
+        self, grants: Sequence[Grant], request: TagRequest, context: LambdaContext | None
     ) -> list[Decision]:
         if not grants:
             return []
         if self._settings.dry_run:
+            # Grant.decision names the destination of either kind, so a dry run shows where
+            # it would grant.
             return [
-                Decision(
-                    g.group_id,
-                    g.target,
-                    Outcome.DRY_RUN,
-                    "dry run: would authorize",
-                    group_name=g.group_name,
-                    owner_id=g.owner_id,
-                    cache_security_group=g.cache_security_group,
-                    principal=request.principal,
-                )
+                g.decision(Outcome.DRY_RUN, "dry run: would authorize", request.principal)
                 for g in grants
             ]
         granter = self._granter()
