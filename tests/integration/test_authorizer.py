@@ -87,7 +87,11 @@ def test_duplicate_delivery_calls_aws_once(
     second = authorizer.handle(event, FakeLambdaContext(aws_request_id="second-delivery"))
 
     assert len(authorize_calls) == 1
-    assert first["counts"] == second["counts"] == {"authorized": 1}
+    assert first["counts"] == {"authorized": 1}
+    assert second["counts"] == {"already-authorized": 1}
+    assert second["decisions"][0]["reason"] == (
+        "this event's grant was already made (authorized, recorded)"
+    )
 
 
 def test_duplicate_delivery_to_a_new_execution_environment_calls_aws_once(
@@ -309,8 +313,9 @@ def test_a_retry_after_a_transient_fault_completes_only_the_remaining_grants(
     retried = authorizer.handle(event, FakeLambdaContext())
 
     assert retried["status"] == "completed"
+    # orders was granted and recorded by the first attempt; only payments is made now.
     assert sorted((d["target"], d["outcome"]) for d in retried["decisions"]) == [
-        ("orders", "authorized"),
+        ("orders", "already-authorized"),
         ("payments", "authorized"),
     ]
     granted = [call["CacheSecurityGroupName"] for call in authorize_calls]

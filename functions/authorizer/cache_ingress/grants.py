@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from uuid import uuid4
 
 from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
@@ -30,11 +31,13 @@ KEY_PREFIX = "cache-ingress.grant"
 
 
 def _authorize_recorded(
-    *, key: dict[str, Any], grant: Grant, authorize: Callable[[Grant], Outcome]
+    *, key: dict[str, Any], grant: Grant, authorize: Callable[[Grant], Outcome], attempt: str
 ) -> dict[str, str]:
     # `key` is only the idempotency key (Powertools hashes it); the grant itself is `grant`.
+    # `attempt` is stored with the result, so a later call can tell a recorded result apart
+    # from one it just made.
     del key
-    return {"outcome": str(authorize(grant))}
+    return {"outcome": str(authorize(grant)), "attempt": attempt}
 
 
 class Granter:
@@ -64,9 +67,13 @@ class Granter:
         self._config.register_lambda_context(context)
 
     def grant(self, grant: Grant, principal: str | None) -> Decision:
+        attempt = uuid4().hex
         try:
             result = self._authorize_once(
-                key=grant.idempotency_data(), grant=grant, authorize=self._authorize
+                key=grant.idempotency_data(),
+                grant=grant,
+                authorize=self._authorize,
+                attempt=attempt,
             )
         except AwsCallError as exc:
             kind = FailureKind.TRANSIENT if exc.transient else FailureKind.PERMANENT
@@ -91,6 +98,10 @@ class Granter:
                 failure=FailureKind.TRANSIENT,
                 error_code="IdempotencyStore",
             )
+        if result.get("attempt") != attempt:
+            # A duplicate delivery: this event's grant was made before and recorded.
+            reason = f"this event's grant was already made ({result['outcome']}, recorded)"
+            return grant.decision(Outcome.ALREADY_AUTHORIZED, reason, principal)
         outcome = Outcome(result["outcome"])
         if outcome is Outcome.AUTHORIZED:
             reason = "ingress authorized"
