@@ -24,10 +24,8 @@ import json
 import logging
 import os
 import re
-import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -40,6 +38,7 @@ from cache_ingress.intake import Ignored, parse_event
 from cache_ingress_tools.dead_letters import DeadLetter, Unrecognised, read_dead_letter
 from cache_ingress_tools.emulator.scenario import Scenario
 from cache_ingress_tools.emulator.server import DUMMY_CREDENTIALS, EmbeddedAws, client_for
+from cache_ingress_tools.lambda_context import LocalContext
 
 __all__ = [
     "FUNCTION_ID",
@@ -500,25 +499,6 @@ def running_target(endpoint_url: str, scenario: Scenario) -> Target:
             "emulator`, or leave out --endpoint-url to start one for this run"
         ) from exc
     return Target(endpoint_url, scenario, str(queue_url), "already running")
-
-
-@dataclass(frozen=True, slots=True)
-class LocalContext:
-    """The Lambda context `sam local invoke` passes: the logical id as the function name."""
-
-    function_name: str
-    invoked_function_arn: str
-    memory_limit_in_mb: int
-    timeout_seconds: int
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    function_version: str = "$LATEST"
-    log_group_name: str = "local"
-    log_stream_name: str = "local"
-    started: float = field(default_factory=time.monotonic)
-
-    def get_remaining_time_in_millis(self) -> int:
-        elapsed = time.monotonic() - self.started
-        return max(0, int((self.timeout_seconds - elapsed) * 1000))
 
 
 @dataclass(frozen=True, slots=True)

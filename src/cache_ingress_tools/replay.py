@@ -23,15 +23,18 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cache_ingress.errors import TransientFailureError
 from cache_ingress.intake import replay_payload
 from cache_ingress_tools.dead_letters import DeadLetter, Origin, Unrecognised, read_dead_letter
+from cache_ingress_tools.lambda_context import LocalContext
 
 if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
     from cache_ingress.authorizer import Authorizer
 
 SQS_BATCH = 10
@@ -586,6 +589,9 @@ class FunctionInvoker:
         return result_from_summary(payload)
 
 
+LOCAL_REPLAY_SECONDS = 300
+
+
 class LocalReplayer:
     """Replays in this process with the installed code; never dead-letters again."""
 
@@ -593,8 +599,18 @@ class LocalReplayer:
         self._authorizer = authorizer
 
     def __call__(self, letter: DeadLetter) -> ProcessResult:
+        # A context of its own, so a replay killed mid-grant leaves an in-progress record
+        # that expires within LOCAL_REPLAY_SECONDS instead of the record's full lifetime.
+        context = LocalContext(
+            function_name="cache-ingress-replay",
+            invoked_function_arn="local-replay",
+            memory_limit_in_mb=0,
+            timeout_seconds=LOCAL_REPLAY_SECONDS,
+        )
         try:
-            summary = self._authorizer.handle(letter.event, None, dead_letter=False)
+            summary = self._authorizer.handle(
+                letter.event, cast("LambdaContext", context), dead_letter=False
+            )
         except TransientFailureError as exc:
             return ProcessResult(False, "retry-later", str(exc), TransientFailureError.code)
         return result_from_summary(summary)

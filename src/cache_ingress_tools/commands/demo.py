@@ -7,6 +7,7 @@ checks that it had its expected outcome; the exit status is 0 only if every step
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import shutil
 import sys
@@ -16,6 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
+from cache_ingress.authorizer import Authorizer
+from cache_ingress.aws import Clients
+from cache_ingress.settings import Settings
+from cache_ingress.wiring import build_authorizer
 from cache_ingress_tools.emulator.scenario import (
     DEFAULT_SCENARIO,
     Scenario,
@@ -28,11 +33,14 @@ from cache_ingress_tools.local_invoke import (
     LocalInvokeError,
     Target,
     TemplateError,
+    _logs_captured,
+    _parse_log_lines,
     describe_event,
     embedded_target,
     invoke,
     project_root,
 )
+from cache_ingress_tools.replay import DeadLetterQueue, LocalReplayer, ReplayOptions, replay
 
 EXIT_OK: Final = 0
 EXIT_UNEXPECTED: Final = 1
@@ -42,12 +50,13 @@ EXIT_USAGE: Final = 2
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="walk through tag → policy → grant, a denial and a dead letter (no AWS account)",
+        help="walk through tag → policy → grant, a denial, a dead letter and its replay",
         description=(
             "Start the embedded AWS with the default scenario and run the real function on "
             "sample events: a tagged group the policy allows is authorized, a tag the policy "
-            "denies is refused (and which rule says so), and a failure lands in the "
-            "dead-letter queue. Exit status 0 only if every step had its expected outcome."
+            "denies is refused (and which rule says so), a failure lands in the dead-letter "
+            "queue, and the operator replays it once the cause is fixed. Exit status 0 only "
+            "if every step had its expected outcome."
         ),
     )
     parser.add_argument(
@@ -187,13 +196,78 @@ STEPS: Final[tuple[Step, ...]] = (
 )
 
 
+REPLAY_EVENT: Final = "tag-change-cache-group-missing.json"
+MISSING_CACHE_GROUP: Final = "inventory-cache-sg"
+
+
 def replay_step(session: DemoSession) -> StepOutcome | None:
     """The last step: the operator creates the missing cache group and replays the event
-    from the dead-letter queue. Hook point for the replay tool; until it is wired in here,
-    there is no such step (None), and the demo says nothing it has not done.
+    from the dead-letter queue with the replay tool (`cache-ingress replay --local`).
     """
-    del session
-    return None
+    target = session.target
+    elasticache = target.client("elasticache")
+    sqs = target.client("sqs")
+    elasticache.create_cache_security_group(
+        CacheSecurityGroupName=MISSING_CACHE_GROUP, Description="created by the operator"
+    )
+    captured = io.StringIO()
+    with _logs_captured(captured, "INFO"):
+        report = replay(
+            DeadLetterQueue(sqs, target.dead_letter_queue_url),
+            LocalReplayer(_local_authorizer(target)),
+            ReplayOptions(wait_seconds=0),
+        )
+    counts = report.counts
+    admitted = [
+        pair["EC2SecurityGroupName"]
+        for pair in elasticache.describe_cache_security_groups(
+            CacheSecurityGroupName=MISSING_CACHE_GROUP
+        )["CacheSecurityGroups"][0]["EC2SecurityGroups"]
+    ]
+    waiting = int(
+        sqs.get_queue_attributes(
+            QueueUrl=target.dead_letter_queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]["ApproximateNumberOfMessages"]
+    )
+    problems = []
+    if (counts["replayed"], counts["succeeded"]) != (1, 1):
+        problems.append(f"replay counts {counts}, expected one replayed and succeeded")
+    if not admitted:
+        problems.append(f"{MISSING_CACHE_GROUP} admits no group after the replay")
+    if waiting:
+        problems.append(f"the dead-letter queue still holds {waiting} message(s)")
+    lines = (
+        f"operator  creates cache security group {MISSING_CACHE_GROUP}, then runs",
+        "          cache-ingress replay --local (events/" + REPLAY_EVENT + " from the queue)",
+        f"replay    {counts['replayed']} replayed, {counts['succeeded']} succeeded, "
+        f"{counts['stillFailing']} still failing; succeeded messages deleted",
+        f"result    {MISSING_CACHE_GROUP} now admits {', '.join(admitted) or 'nothing'}; "
+        f"the dead-letter queue holds {waiting} message(s)",
+    )
+    return StepOutcome(
+        "The operator fixes the cause and replays the event from the dead-letter queue",
+        lines,
+        tuple(problems),
+        tuple(_parse_log_lines(captured.getvalue())),
+    )
+
+
+def _local_authorizer(target: Target) -> Authorizer:
+    """The function's own code, wired to the embedded AWS, as `replay --local` wires it."""
+    scenario = target.scenario
+    settings = Settings.from_environ(
+        {
+            "ACCOUNT_ID": scenario.account_id,
+            "AWS_REGION": scenario.region,
+            "IDEMPOTENCY_TABLE": scenario.idempotency_table,
+            "DEAD_LETTER_QUEUE_URL": target.dead_letter_queue_url,
+        }
+    )
+    clients = Clients(scenario.region)
+    for service in ("ec2", "elasticache", "dynamodb", "sqs", "ssm"):
+        clients.inject(service, target.client(service))
+    return build_authorizer(settings, clients)
 
 
 # --- running and printing ---------------------------------------------------------------
