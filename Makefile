@@ -1,6 +1,7 @@
 # The verbs people expect. Everything installs into .venv (and SAM CLI into .venv-sam,
 # kept apart because its pins differ from the project's).
-PYTHON ?= python3
+# The first Python that is 3.11 or newer (python3 is 3.10 on some current distributions).
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && { echo $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
 SAM_VENV := .venv-sam
@@ -16,13 +17,20 @@ $(BIN)/.installed-dev: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# The demo needs only the emulator extra: quicker for a first look.
+$(BIN)/.installed-emulator: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[emulator]'
+	touch $@
+
 $(SAM):
 	$(PYTHON) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli
+	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli==1.170.0
 
 ## demo: set up, then walk through the product on the embedded AWS (no account, no Docker)
-demo: $(BIN)/.installed-dev
+demo: $(BIN)/.installed-emulator
 	$(BIN)/cache-ingress demo
 
 ## test: set up, then run the whole test suite (CI runs exactly this)
