@@ -151,7 +151,8 @@ def make_burst(world: BurstWorld, unique_events: int, *, seed: int = 6) -> Burst
         else:
             event, principal = create_tags([group_id], event_id=event_id), PLATFORM_PRINCIPAL
         for permit in oracle.permitted([group_id], world.groups, principal, policy, scope):
-            expected[(event_id, permit.cache_security_group, permit.group_name)] += 1
+            cache_group, group_name, _ = permit.authorize_parameters
+            expected[(event_id, cache_group, group_name)] += 1
         deliveries += [event] * chooser.choice((1, 1, 2, 3))
     chooser.shuffle(deliveries)
     return Burst(deliveries=deliveries, unique_events=unique_events, expected_calls=expected)

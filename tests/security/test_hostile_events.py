@@ -22,9 +22,9 @@ from cache_ingress.intake import replay_payload
 from cache_ingress.observability import logger
 from tests.integration.conftest import dead_letters
 from tests.security import oracle
-from tests.security.corpus import Case, all_cases, tag_change
+from tests.security.corpus import Case, all_cases
 from tests.security.harness import Fresh, SharedWorld
-from tests.support.events import ACCOUNT, REGION
+from tests.support.events import ACCOUNT, REGION, tag_change
 from tests.support.lambda_context import FakeLambdaContext
 
 pytestmark = pytest.mark.integration
