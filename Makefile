@@ -6,10 +6,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
+SECURITY_VENV := .venv-security
 # `sam build` for the python3.13 runtime needs a python3.13 on PATH; pyenv can provide it.
 export PYENV_VERSION ?= $(shell command -v pyenv >/dev/null 2>&1 && echo "$$(pyenv version-name 2>/dev/null):$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.13\.' | tail -n 1)")
 
-.PHONY: demo test lint typecheck template build bench clean
+.PHONY: demo test lint typecheck template security build bench clean
 
 $(BIN)/.installed-dev: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +49,17 @@ template: $(BIN)/.installed-dev $(SAM)
 	$(BIN)/cfn-lint template.yaml
 	$(SAM) validate --lint --template template.yaml --region us-east-1
 
+$(SECURITY_VENV)/bin/checkov:
+	$(PYTHON) -m venv $(SECURITY_VENV)
+	$(SECURITY_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SECURITY_VENV)/bin/python -m pip install --quiet checkov==3.3.30 bandit==1.9.4 pip-audit==2.10.1
+
+## security: checkov on the template, bandit on the code, pip-audit on what the Lambda bundles
+security: $(SECURITY_VENV)/bin/checkov
+	$(SECURITY_VENV)/bin/checkov -f template.yaml --framework cloudformation --skip-download --compact --quiet
+	$(SECURITY_VENV)/bin/bandit -r functions src -q
+	$(SECURITY_VENV)/bin/pip-audit -r functions/authorizer/requirements.txt
+
 build: $(SAM)
 	$(SAM) build --template template.yaml
 
@@ -55,4 +67,4 @@ bench: $(BIN)/.installed-dev
 	$(BIN)/python -m benchmarks.run
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(SECURITY_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

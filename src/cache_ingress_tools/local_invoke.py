@@ -141,7 +141,7 @@ _TemplateLoader.add_multi_constructor("!", _construct_short_tag)
 def load_template(path: Path) -> dict[str, Any]:
     """A SAM/CloudFormation template (YAML or JSON) with short tags in long form."""
     try:
-        document = yaml.load(path.read_text(encoding="utf-8"), Loader=_TemplateLoader)  # noqa: S506
+        document = yaml.load(path.read_text(encoding="utf-8"), Loader=_TemplateLoader)  # noqa: S506  # nosec B506
     except (OSError, UnicodeDecodeError) as exc:
         raise TemplateError(f"template {path}: cannot be read: {exc}") from None
     except yaml.YAMLError as exc:

@@ -254,11 +254,6 @@ def test_the_bad_policy_cases_are_distinct() -> None:
 
 
 @pytest.mark.unit
-@pytest.mark.xfail(
-    strict=True,
-    reason="policy.py validates account ids with \\d{12}, which also accepts non-ASCII "
-    "digits; should be [0-9]{12} (or re.ASCII) in policy.py, decisions.py and settings.py",
-)
 def test_owner_accounts_in_non_ascii_digits_are_rejected() -> None:
     arabic_indic = "\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669\u0660\u0661\u0662"
 

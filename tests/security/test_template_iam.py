@@ -26,6 +26,15 @@ PSEUDO = {"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": ACCO
 # resource type for them): the only ones that may use Resource "*".
 UNSCOPABLE_ACTIONS = frozenset({"ec2:DescribeSecurityGroups"})
 AUTHORIZE = "elasticache:AuthorizeCacheSecurityGroupIngress"
+ADD_RULE = "ec2:AuthorizeSecurityGroupIngress"
+# Reads of any cache of the stack's own account and region (VPC targets name caches in a
+# policy that changes without a deployment; ElastiCache derives member cluster ids).
+_CACHES = f"arn:aws:elasticache:{REGION}:{ACCOUNT}"
+ACCOUNT_WIDE_CACHE_READS = {
+    "elasticache:DescribeReplicationGroups": f"{_CACHES}:replicationgroup:*",
+    "elasticache:DescribeCacheClusters": f"{_CACHES}:cluster:*",
+}
+SECURITY_GROUPS = f"arn:aws:ec2:{REGION}:{ACCOUNT}:security-group/*"
 DLQ_ARN = "<DeadLetterQueue.Arn>"
 
 
@@ -163,7 +172,10 @@ PARAMETER_SETS = {
     "defaults": {},
     "with-policy-parameter": {
         "PolicyParameterName": "/cache-ingress/policy",
-        "CacheSecurityGroupNames": "orders-cache-sg,payments-cache-sg",
+        "CacheSecurityGroupArns": (
+            f"{_CACHES}:securitygroup:orders-cache-sg,{_CACHES}:securitygroup:payments-cache-sg"
+        ),
+        "CacheVpcSecurityGroupIds": "sg-0c1a2b3c4d5e6f701",
     },
 }
 
@@ -214,21 +226,48 @@ def test_every_statement_allows_named_actions_on_named_resources(parameters: str
             assert resources_ == ["*"], where
             assert set(actions) <= UNSCOPABLE_ACTIONS, f"{where}: {actions} on '*'"
         for resource in resources_:
-            assert resource == "*" or "*" not in resource, f"{where}: {resource}"
+            if resource == "*" or "*" not in resource:
+                continue
+            if actions == [ADD_RULE]:
+                # Scoped by ec2:SecurityGroupID to named ids; checked in its own test.
+                assert resource == SECURITY_GROUPS, where
+                assert list(statement["Condition"]) == ["StringEquals"], where
+                assert list(statement["Condition"]["StringEquals"]) == ["ec2:SecurityGroupID"]
+                continue
+            assert set(actions) <= set(ACCOUNT_WIDE_CACHE_READS), f"{where}: {resource}"
+            assert resource in ACCOUNT_WIDE_CACHE_READS.values(), f"{where}: {resource}"
 
 
 @pytest.mark.parametrize("parameters", PARAMETER_SETS)
 def test_authorize_is_limited_to_the_named_cache_security_groups(parameters: str) -> None:
     evaluator = Evaluator(PARAMETER_SETS[parameters])
-    names = evaluator.parameters["CacheSecurityGroupNames"]
-    expected = {f"arn:aws:elasticache:{REGION}:{ACCOUNT}:securitygroup:{name}" for name in names}
+    expected = {arn for arn in evaluator.parameters["CacheSecurityGroupArns"] if arn}
 
     granting = [s for _, s in identity_statements(evaluator) if AUTHORIZE in _as_list(s["Action"])]
 
-    assert granting
+    if not expected:
+        # No cache security group named: the permission is absent, never widened.
+        assert granting == []
+    assert len(granting) == (1 if expected else 0)
     for statement in granting:
         assert _as_list(statement["Action"]) == [AUTHORIZE]
         assert set(_as_list(statement["Resource"])) == expected
+
+
+@pytest.mark.parametrize(
+    "ids", ["", "sg-0c1a2b3c4d5e6f701", "sg-0c1a2b3c4d5e6f701,sg-0c2b3c4d5e6f70812"]
+)
+def test_rules_can_only_be_added_to_the_named_cache_vpc_security_groups(ids: str) -> None:
+    evaluator = Evaluator({"CacheVpcSecurityGroupIds": ids})
+
+    adding = [s for _, s in identity_statements(evaluator) if ADD_RULE in _as_list(s["Action"])]
+
+    [statement] = adding
+    assert _as_list(statement["Action"]) == [ADD_RULE]
+    assert _as_list(statement["Resource"]) == [SECURITY_GROUPS]
+    assert statement["Condition"] == {
+        "StringEquals": {"ec2:SecurityGroupID": [i.strip() for i in ids.split(",")]}
+    }
 
 
 def test_the_function_keeps_its_records_and_dead_letters_in_its_own_resources() -> None:
@@ -244,6 +283,9 @@ def test_the_function_keeps_its_records_and_dead_letters_in_its_own_resources() 
         f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/cache-ingress/policy"
     }
     assert by_action.pop("ec2:DescribeSecurityGroups") == {"*"}
+    assert by_action.pop(ADD_RULE) == {SECURITY_GROUPS}
+    for action in ACCOUNT_WIDE_CACHE_READS:
+        assert by_action.pop(action) == set(ACCOUNT_WIDE_CACHE_READS.values())
     assert set(by_action) <= {AUTHORIZE} | _reviewed_other_actions()
 
 

@@ -27,7 +27,7 @@ from cache_ingress.models import (
 )
 from cache_ingress.policy import Policy, Target
 
-_ACCOUNT = re.compile(r"\d{12}")
+_ACCOUNT = re.compile(r"[0-9]{12}")
 
 
 @dataclass(frozen=True, slots=True)

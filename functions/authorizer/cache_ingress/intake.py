@@ -21,7 +21,7 @@ MAX_GROUPS_PER_EVENT = 1000
 
 _GROUP_ID = re.compile(r"sg-[0-9a-f]{8,17}")
 _GROUP_ARN = re.compile(
-    r"arn:aws[a-z-]*:ec2:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):security-group/(?P<id>[^/]+)"
+    r"arn:aws[a-z-]*:ec2:(?P<region>[a-z0-9-]+):(?P<account>[0-9]{12}):security-group/(?P<id>[^/]+)"
 )
 
 

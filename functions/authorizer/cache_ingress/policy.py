@@ -48,7 +48,7 @@ _REPLICATION_GROUP_ID_MAX = 40
 _CACHE_CLUSTER_ID_MAX = 50
 _VPC_GROUP_ID = re.compile(r"sg-(?:[0-9a-f]{8}|[0-9a-f]{17})")
 _PORT_MAX = 65535
-_ACCOUNT = re.compile(r"\d{12}")
+_ACCOUNT = re.compile(r"[0-9]{12}")
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
 _TAG_KEY_MAX = 128
 _TAG_VALUE_MAX = 256
@@ -111,7 +111,7 @@ def _load(text: str, source: str) -> object:
     try:
         if stripped.startswith("{"):
             return json.loads(text, object_pairs_hook=_unique_json_keys)
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506  # nosec B506 - SafeLoader
     except (ValueError, yaml.YAMLError) as exc:
         raise PolicyError(f"policy {source}: not valid YAML or JSON: {exc}") from None
 

@@ -2,9 +2,10 @@
 
 The event path reacts; this sweep checks. Each run lists every security group carrying the
 tag key (`describe_security_groups` with a `tag-key` filter, page by page), decides each
-page with the same pure `decide()` as the event path, reads once what every cache security
-group grants now, and authorizes only what the policy allows and is missing, through the
-same idempotent `Granter`. It never revokes.
+page with the same pure `decide()` as the event path (VPC caches looked up first, as there),
+reads what each destination grants now (once per run, see granted_state.py), and authorizes
+only what the policy allows and is missing, through the same idempotent `Granter` the
+event path uses. It never revokes.
 
 No principal is known here, so a target that requires one is reported as `needs-event`
 and never granted by the sweep (the `principals` rule of `decide()` is the last it checks,
@@ -504,9 +505,10 @@ class Reconciler:
         _log_summary(report)
 
     def _sweep(self, report: Report, context: LambdaContext | None, resume: bool) -> None:
+        policy = self._policies.current()
         place = self._start(report, resume)
         run = _Run(
-            policy=self._policies.current(),
+            policy=policy,
             granted=GrantedView(self._read_granted, self._read_rules),
             granter=None if report.dry_run else self._granter(),
             budget=Budget(context, self._options.time_reserve_ms),

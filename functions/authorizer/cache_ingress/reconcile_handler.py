@@ -12,7 +12,8 @@ from cache_ingress.reconcile import current_reconciler
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
-@tracer.capture_lambda_handler
+# The summary holds up to 100 findings and is logged already; a trace need not copy it.
+@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return current_reconciler().handle(event, context)

@@ -12,7 +12,7 @@ from pathlib import Path
 from cache_ingress.errors import SettingsError
 
 BUNDLED_POLICY = Path(__file__).with_name("policy.yaml")
-_ACCOUNT = re.compile(r"^\d{12}$")
+_ACCOUNT = re.compile(r"^[0-9]{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
