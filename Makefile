@@ -63,8 +63,9 @@ security: $(SECURITY_VENV)/bin/checkov
 build: $(SAM)
 	$(SAM) build --template template.yaml
 
-bench: $(BIN)/.installed-dev
-	$(BIN)/python -m benchmarks.run
+## bench: cold start, CPU per event, memory and package size against a bare-boto3 floor
+bench: $(BIN)/.installed-dev $(SAM)
+	SAM_CLI=$(abspath $(SAM)) $(BIN)/python -m benchmarks.run
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(SECURITY_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from enum import StrEnum
 from typing import Any
 
@@ -210,8 +211,12 @@ class Decision:
     cache: str | None = None
 
     def as_log_fields(self) -> dict[str, Any]:
-        fields = asdict(self)
+        # Every field is a scalar: a shallow read is asdict() without its deep copies.
+        fields = {name: getattr(self, name) for name in _DECISION_FIELDS}
         fields["outcome"] = str(self.outcome)
         if self.failure is not None:
             fields["failure"] = str(self.failure)
         return {key: value for key, value in fields.items() if value is not None}
+
+
+_DECISION_FIELDS = tuple(f.name for f in dataclass_fields(Decision))
