@@ -15,6 +15,7 @@ import binascii
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from moto.core.responses import ActionResult
@@ -24,6 +25,46 @@ from moto.ec2.responses.security_groups import SecurityGroups
 from cache_ingress.aws import Clients
 from cache_ingress.reconcile import ReconcileOptions, Reconciler, build_reconciler
 from cache_ingress.settings import Settings
+from cache_ingress_tools.emulator.scenario import SeededWorld, load_scenario, seed
+
+CLASSIC_SCENARIO = """
+account_id: "123456789012"
+region: us-east-1
+security_groups:
+  - {id: sg-0a1b2c3d4e5f60718, name: orders-app, tags: {cache-ingress: orders, env: prod}}
+  - id: sg-0b2c3d4e5f6071829
+    name: orders-staging-app
+    tags: {cache-ingress: orders, env: staging}
+  - {id: sg-0c3d4e5f607182930, name: payments-app, tags: {cache-ingress: payments, env: prod}}
+  - {id: sg-0e5f6071829304152, name: retired-app, tags: {env: prod}}
+  - id: sg-0f60718293041526a
+    name: inventory-app
+    tags: {cache-ingress: inventory, env: prod}
+  - id: sg-01a2b3c4d5e6f7081
+    name: reporting-app
+    tags: {cache-ingress: "orders, analytics", env: prod}
+cache_security_groups:
+  - name: orders-cache-sg
+  - name: payments-cache-sg
+idempotency_table: cache-ingress-idempotency
+dead_letter_queue: cache-ingress-dlq
+"""
+CLASSIC_POLICY = """
+version: 1
+tag_key: cache-ingress
+targets:
+  orders:
+    cache_security_group: orders-cache-sg
+    allow: {required_tags: {env: prod}}
+  payments:
+    cache_security_group: payments-cache-sg
+    allow:
+      required_tags: {env: prod}
+      principals: ["arn:aws:sts::123456789012:assumed-role/platform/*"]
+  inventory:
+    cache_security_group: inventory-cache-sg
+    allow: {required_tags: {env: prod}}
+"""
 
 _TOKEN_PREFIX = "security-group-page:"
 _LOCK = threading.Lock()
@@ -112,6 +153,24 @@ class ClockedContext:
         value = self.remaining(self.asked)
         self.asked += 1
         return value
+
+
+def classic_files(directory: Path) -> tuple[Path, Path]:
+    """(scenario file, policy file) of the classic world, written in `directory`."""
+    scenario, policy = directory / "classic-scenario.yaml", directory / "classic-policy.yaml"
+    scenario.write_text(CLASSIC_SCENARIO, encoding="utf-8")
+    policy.write_text(CLASSIC_POLICY, encoding="utf-8")
+    return scenario, policy
+
+
+def seed_classic_world(clients: dict[str, Any], directory: Path) -> SeededWorld:
+    """Seed the classic world; `classic_environment` gives the function's variables."""
+    scenario, _ = classic_files(directory)
+    return seed(load_scenario(scenario), clients)
+
+
+def classic_environment(world: SeededWorld, directory: Path) -> dict[str, str]:
+    return {**world.function_environment(), "POLICY_FILE": str(directory / "classic-policy.yaml")}
 
 
 def make_reconciler(

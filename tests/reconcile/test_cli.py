@@ -7,20 +7,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cache_ingress_tools.cli import main
-from cache_ingress_tools.emulator.scenario import SeededWorld
+from cache_ingress_tools.emulator.scenario import SeededWorld, load_scenario
 from cache_ingress_tools.emulator.server import EmbeddedAws
 from tests.integration.conftest import (  # noqa: F401 - fixtures
     aws,
     clients,
     function_environment,
-    world,
 )
-from tests.reconcile import granted_pairs, install_security_group_paging
+from tests.reconcile import (
+    classic_files,
+    granted_pairs,
+    install_security_group_paging,
+    seed_classic_world,
+)
 from tests.support.events import ACCOUNT
 
 pytestmark = pytest.mark.cli
@@ -31,6 +36,18 @@ ORDERS = "orders-cache-sg"
 @pytest.fixture(autouse=True)
 def paging() -> None:
     install_security_group_paging()
+
+
+@pytest.fixture
+def world(clients: dict[str, Any], tmp_path: Path) -> SeededWorld:
+    """The classic world (tests/reconcile/__init__.py), not the growing default one."""
+    return seed_classic_world(clients, tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def classic_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, policy = classic_files(tmp_path)
+    monkeypatch.setenv("POLICY_FILE", str(policy))
 
 
 def test_a_dry_run_as_json_reports_drift_changes_nothing_and_exits_3(
@@ -146,15 +163,16 @@ def test_a_bad_page_size_names_the_option_variable(
 
 
 @pytest.fixture
-def embedded(monkeypatch: pytest.MonkeyPatch) -> Iterator[EmbeddedAws]:
-    for name in ("ACCOUNT_ID", "IDEMPOTENCY_TABLE", "DEAD_LETTER_QUEUE_URL"):
+def embedded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[EmbeddedAws]:
+    for name in ("ACCOUNT_ID", "IDEMPOTENCY_TABLE", "DEAD_LETTER_QUEUE_URL", "POLICY_FILE"):
         monkeypatch.delenv(name, raising=False)
-    with EmbeddedAws(port=0) as running:
+    scenario, _ = classic_files(tmp_path)
+    with EmbeddedAws(load_scenario(scenario), port=0) as running:
         yield running
 
 
 def test_against_the_embedded_aws_over_http_with_the_account_from_sts(
-    embedded: EmbeddedAws, capsys: pytest.CaptureFixture[str]
+    embedded: EmbeddedAws, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     table = embedded.world.scenario.idempotency_table
 
@@ -170,6 +188,8 @@ def test_against_the_embedded_aws_over_http_with_the_account_from_sts(
             table,
             "--page-size",
             "5",
+            "--policy-file",
+            str(tmp_path / "classic-policy.yaml"),
         ]
     )
 

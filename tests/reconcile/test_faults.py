@@ -21,9 +21,14 @@ from tests.integration.conftest import (  # noqa: F401 - fixtures
     authorize_calls,
     aws,
     clients,
-    world,
 )
-from tests.reconcile import count_calls, granted_pairs, install_security_group_paging
+from tests.reconcile import (
+    classic_environment,
+    count_calls,
+    granted_pairs,
+    install_security_group_paging,
+    seed_classic_world,
+)
 from tests.reconcile import make_reconciler as wire_reconciler
 from tests.support.events import ACCOUNT, ORDERS_GROUP, REGION
 from tests.support.faults import Fault
@@ -42,10 +47,16 @@ def paging() -> None:
 
 
 @pytest.fixture
-def reconciler(world: SeededWorld, clients: dict[str, Any]) -> MakeReconciler:
+def world(clients: dict[str, Any], tmp_path: Path) -> SeededWorld:
+    """The classic world (tests/reconcile/__init__.py), not the growing default one."""
+    return seed_classic_world(clients, tmp_path)
+
+
+@pytest.fixture
+def reconciler(world: SeededWorld, clients: dict[str, Any], tmp_path: Path) -> MakeReconciler:
     def make(**environment: str) -> Reconciler:
         return wire_reconciler(
-            {**world.function_environment(), **environment},
+            {**classic_environment(world, tmp_path), **environment},
             clients,
             options=ReconcileOptions(time_reserve_ms=1_000),
         )

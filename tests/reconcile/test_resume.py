@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,13 +19,14 @@ from tests.integration.conftest import (  # noqa: F401 - fixtures
     authorize_calls,
     aws,
     clients,
-    world,
 )
 from tests.reconcile import (
     ClockedContext,
+    classic_environment,
     count_calls,
     granted_pairs,
     install_security_group_paging,
+    seed_classic_world,
 )
 from tests.reconcile import make_reconciler as wire_reconciler
 from tests.support.faults import Fault
@@ -45,10 +47,16 @@ def paging() -> None:
 
 
 @pytest.fixture
-def reconciler(world: SeededWorld, clients: dict[str, Any]) -> MakeReconciler:
+def world(clients: dict[str, Any], tmp_path: Path) -> SeededWorld:
+    """The classic world (tests/reconcile/__init__.py), not the growing default one."""
+    return seed_classic_world(clients, tmp_path)
+
+
+@pytest.fixture
+def reconciler(world: SeededWorld, clients: dict[str, Any], tmp_path: Path) -> MakeReconciler:
     def make(page_size: int = 5, **options: int) -> Reconciler:
         return wire_reconciler(
-            world.function_environment(),
+            classic_environment(world, tmp_path),
             clients,
             options=ReconcileOptions(page_size=page_size, time_reserve_ms=10_000, **options),
         )

@@ -9,6 +9,7 @@ import io
 import json
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,9 +25,14 @@ from tests.integration.conftest import (  # noqa: F401 - fixtures
     clients,
     function_environment,
     make_authorizer,
-    world,
 )
-from tests.reconcile import count_calls, granted_pairs, install_security_group_paging
+from tests.reconcile import (
+    classic_environment,
+    count_calls,
+    granted_pairs,
+    install_security_group_paging,
+    seed_classic_world,
+)
 from tests.reconcile import make_reconciler as wire_reconciler
 from tests.support.events import (
     ACCOUNT,
@@ -65,10 +71,24 @@ def paging() -> None:
 
 
 @pytest.fixture
-def reconciler(world: SeededWorld, clients: dict[str, Any]) -> MakeReconciler:
+def world(clients: dict[str, Any], tmp_path: Path) -> SeededWorld:
+    """The classic world (tests/reconcile/__init__.py), not the growing default one."""
+    return seed_classic_world(clients, tmp_path)
+
+
+@pytest.fixture
+def authorizer(
+    make_authorizer: Callable[..., Authorizer], tmp_path: Path
+) -> Callable[[], Authorizer]:
+    """The event path, on the classic world's policy."""
+    return lambda: make_authorizer(POLICY_FILE=str(tmp_path / "classic-policy.yaml"))
+
+
+@pytest.fixture
+def reconciler(world: SeededWorld, clients: dict[str, Any], tmp_path: Path) -> MakeReconciler:
     def make(options: ReconcileOptions | None = None, **environment: str) -> Reconciler:
         return wire_reconciler(
-            {**world.function_environment(), **environment},
+            {**classic_environment(world, tmp_path), **environment},
             clients,
             options=options or ReconcileOptions(time_reserve_ms=1_000),
         )
@@ -138,7 +158,7 @@ def test_a_missed_event_is_repaired_on_the_next_sweep(
 
 def test_an_in_sync_account_makes_no_authorize_call_and_writes_nothing(
     reconciler: MakeReconciler,
-    make_authorizer: Callable[..., Authorizer],
+    authorizer: Callable[[], Authorizer],
     authorize_calls: list[dict[str, Any]],
     clients: dict[str, Any],
     world: SeededWorld,
@@ -146,7 +166,7 @@ def test_an_in_sync_account_makes_no_authorize_call_and_writes_nothing(
     clients["elasticache"].create_cache_security_group(
         CacheSecurityGroupName="inventory-cache-sg", Description="inventory"
     )
-    make_authorizer().handle(create_tags([PAYMENTS_GROUP]), FakeLambdaContext())
+    authorizer().handle(create_tags([PAYMENTS_GROUP]), FakeLambdaContext())
     reconciler().run(FakeLambdaContext())
     authorize_calls.clear()
     writes = count_calls(clients["dynamodb"], "PutItem") + count_calls(
@@ -168,13 +188,13 @@ def test_an_in_sync_account_makes_no_authorize_call_and_writes_nothing(
 
 def test_a_grant_revoked_by_hand_comes_back_after_an_event_and_after_a_sweep(
     reconciler: MakeReconciler,
-    make_authorizer: Callable[..., Authorizer],
+    authorizer: Callable[[], Authorizer],
     authorize_calls: list[dict[str, Any]],
     clients: dict[str, Any],
     world: SeededWorld,
 ) -> None:
     elasticache = clients["elasticache"]
-    make_authorizer().handle(load_event("tag-change-authorized.json"), FakeLambdaContext())
+    authorizer().handle(load_event("tag-change-authorized.json"), FakeLambdaContext())
     event_records = idempotency_items(clients, world)
     assert len(event_records) == 1
 
@@ -221,7 +241,7 @@ def test_dry_run_reports_drift_and_changes_nothing(
 
 def test_targets_requiring_a_principal_are_never_granted_by_the_sweep(
     reconciler: MakeReconciler,
-    make_authorizer: Callable[..., Authorizer],
+    authorizer: Callable[[], Authorizer],
     authorize_calls: list[dict[str, Any]],
     clients: dict[str, Any],
     world: SeededWorld,
@@ -256,7 +276,7 @@ def test_targets_requiring_a_principal_are_never_granted_by_the_sweep(
     assert granted_pairs(clients["elasticache"], PAYMENTS) == set()
 
     # Once an event with an allowed principal granted it, the sweep finds it in sync.
-    make_authorizer().handle(
+    authorizer().handle(
         create_tags([PAYMENTS_GROUP], principal=PLATFORM_PRINCIPAL), FakeLambdaContext()
     )
     report = reconciler().run(FakeLambdaContext())
@@ -325,8 +345,9 @@ def test_two_groups_with_one_name_share_one_classic_grant(
 
 @pytest.fixture
 def handler_environment(
-    function_environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    function_environment: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> Iterator[dict[str, str]]:
+    monkeypatch.setenv("POLICY_FILE", str(tmp_path / "classic-policy.yaml"))
     monkeypatch.setenv("RECONCILE_TIME_RESERVE_SECONDS", "5")
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "cache-ingress-reconcile")
     current_reconciler.cache_clear()
