@@ -5,7 +5,7 @@ cache lookups, the rule EC2 ends up holding, idempotency, dry run and the dead-l
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,7 @@ from tests.integration.test_vpc_emulation import (
     SESSIONS_APP,
     VPC_POLICY,
     VpcWorld,
-    emulate_vpc_caches,
-    seed_vpc_world,
+    vpc_world,
 )
 from tests.support.events import ACCOUNT, EVENTS_DIR, ORDERS_GROUP, create_tags, tag_change
 from tests.support.faults import Fault
@@ -43,9 +42,8 @@ SESSIONS_TAGS = {"cache-ingress": "sessions", "env": "prod"}
 
 
 @pytest.fixture
-def vpc(clients: dict[str, Any], world: SeededWorld) -> Iterator[VpcWorld]:
-    with emulate_vpc_caches():
-        yield seed_vpc_world(clients, world.vpc_id)
+def vpc(world: SeededWorld) -> VpcWorld:
+    return vpc_world(world)
 
 
 @pytest.fixture

@@ -30,8 +30,7 @@ from tests.integration.test_vpc_emulation import (
     REDIS_PORT,
     REPORTS_GROUP,
     VpcWorld,
-    emulate_vpc_caches,
-    seed_vpc_world,
+    vpc_world,
 )
 from tests.support.events import ACCOUNT, REGION
 from tests.support.faults import Fault
@@ -45,9 +44,8 @@ REPORTS = VpcDestination(TargetKind.VPC_SECURITY_GROUP, REPORTS_GROUP, 6380)
 
 
 @pytest.fixture
-def vpc(clients: dict[str, Any], world: SeededWorld) -> Iterator[VpcWorld]:
-    with emulate_vpc_caches():
-        yield seed_vpc_world(clients, world.vpc_id)
+def vpc(world: SeededWorld) -> VpcWorld:
+    return vpc_world(world)
 
 
 @pytest.fixture

@@ -20,8 +20,11 @@ from botocore.exceptions import ClientError
 from cache_ingress_tools.commands.emulator import container_env_vars
 from cache_ingress_tools.emulator.scenario import (
     DEFAULT_SCENARIO,
+    CacheClusterSeed,
+    ReplicationGroupSeed,
     Scenario,
     ScenarioError,
+    VpcSeed,
     load_scenario,
 )
 from cache_ingress_tools.emulator.server import EmbeddedAws, EmulatorError
@@ -80,13 +83,96 @@ def test_unmodified_boto3_clients_reach_the_seeded_world_through_aws_endpoint_ur
         tags = {t["Key"]: t["Value"] for t in group.get("Tags", [])}
         assert tags == dict(seeded[group["GroupId"]].tags)
         assert group["OwnerId"] == scenario.account_id
-        assert group["VpcId"] == aws.world.vpc_id
+        vpc = seeded[group["GroupId"]].vpc
+        assert group["VpcId"] == (aws.world.vpc_ids[vpc] if vpc else aws.world.vpc_id)
     assert [g["CacheSecurityGroupName"] for g in cache_groups] == list(
         scenario.cache_security_groups
     )
     assert table["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
     assert queue_url == aws.world.dead_letter_queue_url
     assert aws.world.function_environment()["DEAD_LETTER_QUEUE_URL"] == queue_url
+
+
+@pytest.mark.integration
+def test_the_vpc_caches_are_seeded_and_described_as_aws_describes_them(
+    aws: EmbeddedAws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws.endpoint_url)
+    scenario = aws.scenario
+    ec2 = boto3.client("ec2", region_name=scenario.region)
+    elasticache = boto3.client("elasticache", region_name=scenario.region)
+
+    [other_vpc] = ec2.describe_vpcs(VpcIds=[aws.world.vpc_ids["elsewhere"]])["Vpcs"]
+    [group] = elasticache.describe_replication_groups(ReplicationGroupId="sessions-redis")[
+        "ReplicationGroups"
+    ]
+    described = {
+        cluster_id: elasticache.describe_cache_clusters(
+            CacheClusterId=cluster_id, ShowCacheNodeInfo=True
+        )["CacheClusters"][0]
+        for cluster_id in [*group["MemberClusters"], "legacy-memcached"]
+    }
+    [subnet_group] = elasticache.describe_cache_subnet_groups(CacheSubnetGroupName="caches")[
+        "CacheSubnetGroups"
+    ]
+
+    assert (other_vpc["CidrBlock"], other_vpc["Tags"]) == (
+        "10.20.0.0/16",
+        [{"Key": "Name", "Value": "elsewhere"}],
+    )
+    assert subnet_group["VpcId"] == aws.world.vpc_id
+    assert {
+        cluster_id: (
+            cluster["Engine"],
+            cluster["CacheNodeType"],
+            cluster.get("ReplicationGroupId"),
+            [g["SecurityGroupId"] for g in cluster["SecurityGroups"]],
+            [node["Endpoint"]["Port"] for node in cluster["CacheNodes"]],
+        )
+        for cluster_id, cluster in described.items()
+    } == {
+        "sessions-redis-001": (
+            "redis",
+            "cache.t4g.micro",
+            "sessions-redis",
+            ["sg-0c1a2b3c4d5e6f701"],
+            [6379],
+        ),
+        "sessions-redis-002": (
+            "redis",
+            "cache.t4g.micro",
+            "sessions-redis",
+            ["sg-0c1a2b3c4d5e6f701"],
+            [6379],
+        ),
+        "legacy-memcached": (
+            "memcached",
+            "cache.t4g.micro",
+            None,
+            ["sg-0c2b3c4d5e6f70812"],
+            [11211, 11211],
+        ),
+    }
+    assert described["legacy-memcached"]["ConfigurationEndpoint"]["Port"] == 11211
+
+
+@pytest.mark.integration
+def test_a_rule_again_with_another_description_is_a_duplicate_over_http(
+    aws: EmbeddedAws,
+) -> None:
+    ec2 = aws.client("ec2")
+
+    def rule(description: str) -> list[dict[str, object]]:
+        pair = {"GroupId": "sg-0a2b3c4d5e6f70812", "Description": description}
+        return [{"IpProtocol": "tcp", "FromPort": 6379, "ToPort": 6379, "UserIdGroupPairs": [pair]}]
+
+    ec2.authorize_security_group_ingress(GroupId="sg-0c1a2b3c4d5e6f701", IpPermissions=rule("a"))
+    with pytest.raises(ClientError) as duplicate:
+        ec2.authorize_security_group_ingress(
+            GroupId="sg-0c1a2b3c4d5e6f701", IpPermissions=rule("b")
+        )
+
+    assert duplicate.value.response["Error"]["Code"] == "InvalidPermission.Duplicate"
 
 
 @pytest.mark.integration
@@ -169,6 +255,12 @@ def test_reset_forgets_the_run_and_seeds_again(aws: EmbeddedAws) -> None:
     )["Attributes"]
     assert attributes["ApproximateNumberOfMessages"] == "0"
     assert aws.client("ec2").describe_security_groups(GroupIds=[ORDERS_GROUP])["SecurityGroups"]
+    # The caches (and their subnet group) are seeded again too, not left over or refused.
+    [group] = elasticache.describe_replication_groups(ReplicationGroupId="sessions-redis")[
+        "ReplicationGroups"
+    ]
+    assert group["MemberClusters"] == ["sessions-redis-001", "sessions-redis-002"]
+    assert world.vpc_ids["elsewhere"] != world.vpc_id
 
 
 @pytest.mark.integration
@@ -249,6 +341,16 @@ def test_the_default_scenario_holds_the_groups_the_sample_events_name() -> None:
     assert isinstance(scenario, Scenario)
     assert scenario.security_group(ORDERS_GROUP) is not None
     assert scenario.security_group("sg-00000000") is None
+    # The VPC sample events' groups, and the caches the bundled policy names.
+    other_vpc_app = scenario.security_group("sg-0b3c4d5e6f7081923")
+    assert other_vpc_app is not None and other_vpc_app.vpc == "elsewhere"
+    assert scenario.vpcs == (VpcSeed(name="elsewhere", cidr="10.20.0.0/16"),)
+    assert scenario.replication_groups == (
+        ReplicationGroupSeed("sessions-redis", "redis", 6379, 2, ("sg-0c1a2b3c4d5e6f701",)),
+    )
+    assert scenario.cache_clusters == (
+        CacheClusterSeed("legacy-memcached", "memcached", 11211, 2, ("sg-0c2b3c4d5e6f70812",)),
+    )
 
 
 BAD_SCENARIOS = {
@@ -329,6 +431,90 @@ BAD_SCENARIOS = {
         ("region: us-east-1", "region: us-east-1\nregion: eu-west-1"),
         "not valid YAML",
     ),
+    "unknown vpc field": (
+        ("    cidr: 10.20.0.0/16", "    cidr: 10.20.0.0/16\n    region: us-east-1"),
+        "vpcs[0].region: unknown field",
+    ),
+    "vpc named default": (
+        ("  - name: elsewhere", "  - name: default"),
+        "vpcs[0].name: 'default' is the default VPC",
+    ),
+    "vpc cidr with host bits": (
+        ("cidr: 10.20.0.0/16", "cidr: 10.20.0.1/16"),
+        "vpcs[0].cidr: '10.20.0.1/16' has host bits set (did you mean 10.20.0.0/16?)",
+    ),
+    "vpc cidr too large": (
+        ("cidr: 10.20.0.0/16", "cidr: 10.0.0.0/8"),
+        "vpcs[0].cidr: must be an IPv4 CIDR block from /16 to /28 such as 10.20.0.0/16, "
+        "got '10.0.0.0/8'",
+    ),
+    "vpc cidr not an address": (
+        ("cidr: 10.20.0.0/16", "cidr: elsewhere/16"),
+        "vpcs[0].cidr: must be an IPv4 CIDR block",
+    ),
+    "group in an unknown vpc": (
+        ("    vpc: elsewhere", "    vpc: nowhere"),
+        "security_groups[10].vpc: must name one of the scenario's vpcs (elsewhere), "
+        "got 'nowhere'; leave it out for the default VPC",
+    ),
+    "unknown replication group field": (
+        ("    num_cache_clusters: 2", "    num_cache_cluster: 2"),
+        "replication_groups[0].num_cache_cluster: unknown field "
+        "(did you mean 'num_cache_clusters'?",
+    ),
+    "replication group without groups": (
+        ("    security_groups: [sg-0c1a2b3c4d5e6f701]\n", ""),
+        "replication_groups[0].security_groups: required field is missing",
+    ),
+    "upper-case replication group id": (
+        ("  - id: sessions-redis", "  - id: Sessions-Redis"),
+        "replication_groups[0].id: must be a replication group id (1-40 lower-case letters",
+    ),
+    "memcached replication group": (
+        ("engine: redis", "engine: memcached"),
+        "replication_groups[0].engine: must be one of redis, valkey, got 'memcached'",
+    ),
+    "too many cache clusters": (
+        ("num_cache_clusters: 2", "num_cache_clusters: 7"),
+        "replication_groups[0].num_cache_clusters: must be from 1 to 6, got int 7",
+    ),
+    "cache group in another vpc": (
+        ("security_groups: [sg-0c1a2b3c4d5e6f701]", "security_groups: [sg-0b3c4d5e6f7081923]"),
+        "replication_groups[0].security_groups[0]: sg-0b3c4d5e6f7081923 is in VPC "
+        "'elsewhere'; caches are seeded in the default VPC",
+    ),
+    "cache group not in the scenario": (
+        ("security_groups: [sg-0c2b3c4d5e6f70812]", "security_groups: [sg-0123456789abcdef0]"),
+        "cache_clusters[0].security_groups[0]: must be the id of one of the scenario's "
+        "security_groups, got 'sg-0123456789abcdef0'",
+    ),
+    "cache groups empty": (
+        ("security_groups: [sg-0c2b3c4d5e6f70812]", "security_groups: []"),
+        "cache_clusters[0].security_groups: must list at least one security group id",
+    ),
+    "cache group twice": (
+        (
+            "security_groups: [sg-0c2b3c4d5e6f70812]",
+            "security_groups: [sg-0c2b3c4d5e6f70812, sg-0c2b3c4d5e6f70812]",
+        ),
+        "cache_clusters[0].security_groups[1]: sg-0c2b3c4d5e6f70812 is listed twice",
+    ),
+    "cluster id of a replication group member": (
+        ("  - id: legacy-memcached", "  - id: sessions-redis-002"),
+        "cache_clusters[0].id: 'sessions-redis-002' is already a member of replication_groups[0]",
+    ),
+    "cluster id with two hyphens": (
+        ("id: legacy-memcached", "id: legacy--memcached"),
+        "cache_clusters[0].id: must be a cache cluster id (1-50 lower-case letters",
+    ),
+    "quoted port": (
+        ("port: 11211", "port: '11211'"),
+        "cache_clusters[0].port: must be a TCP port (1-65535), got '11211'",
+    ),
+    "several redis nodes outside a replication group": (
+        ("engine: memcached\n    port: 11211", "engine: redis\n    port: 6379"),
+        "cache_clusters[0].num_cache_nodes: must be 1, got int 2",
+    ),
 }
 
 
@@ -389,8 +575,30 @@ def test_a_scenario_may_leave_out_the_optional_parts(tmp_path: Path) -> None:
     scenario = load_scenario(path)
 
     assert scenario.cache_security_groups == ()
+    assert (scenario.vpcs, scenario.replication_groups, scenario.cache_clusters) == ((), (), ())
     [group] = scenario.security_groups
-    assert (group.description, dict(group.tags)) == ("app", {})
+    assert (group.description, dict(group.tags), group.vpc) == ("app", {}, None)
+
+
+@pytest.mark.unit
+def test_a_cache_left_without_port_or_size_gets_its_engine_s_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "caches.yaml"
+    path.write_text(
+        'account_id: "123456789012"\nregion: eu-west-1\nidempotency_table: t-1\n'
+        "dead_letter_queue: q\nsecurity_groups:\n  - {id: sg-0123456789abcdef0, name: cache}\n"
+        "replication_groups:\n"
+        "  - {id: r, engine: valkey, security_groups: [sg-0123456789abcdef0]}\n"
+        "cache_clusters:\n"
+        "  - {id: m, engine: memcached, security_groups: [sg-0123456789abcdef0]}\n"
+        "  - {id: s, engine: redis, security_groups: [sg-0123456789abcdef0]}\n",
+        encoding="utf-8",
+    )
+
+    scenario = load_scenario(path)
+
+    [group] = scenario.replication_groups
+    assert (group.port, group.num_cache_clusters, group.member_clusters) == (6379, 1, ("r-001",))
+    assert [(c.port, c.num_cache_nodes) for c in scenario.cache_clusters] == [(11211, 1), (6379, 1)]
 
 
 # --- the emulator command ---------------------------------------------------------------

@@ -7,15 +7,36 @@ Reference (``default-scenario.yaml`` beside this file is a complete example)::
 
     account_id: "123456789012"        # required; quoted, 12 digits
     region: us-east-1                 # required
-    security_groups:                  # optional; EC2 security groups in the default VPC
+    security_groups:                  # optional; EC2 security groups
       - id: sg-0a1b2c3d4e5f60718      # required; the id events name (sg- and 8-17 hex digits)
         name: orders-app              # required; unique; must not start with "sg-"
         description: orders service   # optional; default: the name
         tags: {cache-ingress: orders, env: prod}   # optional; strings only (quote "yes", 1)
+        vpc: elsewhere                # optional; a name from vpcs; default: the default VPC
+    vpcs:                             # optional; VPCs besides the default one
+      - name: elsewhere               # required; unique; a-z 0-9 -; not "default"
+        cidr: 10.20.0.0/16            # required; an IPv4 block from /16 to /28
     cache_security_groups:            # optional; ElastiCache cache security groups
       - name: orders-cache-sg         # required; unique regardless of case; not "default"
+    replication_groups:               # optional; Redis/Valkey replication groups (VPC caches)
+      - id: sessions-redis            # required; lower-case letters, digits, hyphens; 1-40
+        engine: redis                 # required; redis or valkey
+        port: 6379                    # optional; default: the engine's (6379)
+        num_cache_clusters: 2         # optional; 1-6 (a primary and its replicas); default 1
+        security_groups: [sg-0c1a2b3c4d5e6f701]    # required; ids from security_groups
+    cache_clusters:                   # optional; cache clusters on their own (VPC caches)
+      - id: legacy-memcached          # required; lower-case letters, digits, hyphens; 1-50
+        engine: memcached             # required; memcached, redis or valkey
+        port: 11211                   # optional; default: the engine's (11211, 6379)
+        num_cache_nodes: 2            # optional; 1-40 for memcached, 1 otherwise; default 1
+        security_groups: [sg-0c2b3c4d5e6f70812]    # required; ids from security_groups
     idempotency_table: cache-ingress-idempotency   # required; DynamoDB table name
     dead_letter_queue: cache-ingress-dlq           # required; SQS queue name
+
+Caches are created as AWS would hold them in a VPC: node type cache.t4g.micro, in a cache
+subnet group named ``caches`` on the default VPC's first subnet, so their security groups
+must be in the default VPC. Seeding them needs the VPC-cache emulation (``vpc_caches``),
+which the embedded AWS installs.
 
 Anything else is an error naming the file and the field, e.g.
 ``scenario my.yaml: security_groups[2].tags.env: must be a string, got bool (quote it)``.
@@ -24,6 +45,7 @@ Anything else is an error naming the file and the field, e.g.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -49,12 +71,33 @@ _TAGS_MAX: Final = 50
 _TAG_KEY_MAX: Final = 128
 _TAG_VALUE_MAX: Final = 256
 _RESERVED_CACHE_GROUP: Final = "default"
+_VPC_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_RESERVED_VPC_NAME: Final = "default"
+_VPC_PREFIX_MIN: Final = 16
+_VPC_PREFIX_MAX: Final = 28
+# ElastiCache ids: a letter first, then letters, digits and single hyphens, no hyphen last.
+_REPLICATION_GROUP_ID = re.compile(r"[a-z]([a-z0-9]|-(?=[a-z0-9])){0,39}")
+_CACHE_CLUSTER_ID = re.compile(r"[a-z]([a-z0-9]|-(?=[a-z0-9])){0,49}")
+_ID_RULE: Final = "lower-case letters, digits and single hyphens, starting with a letter"
+_DEFAULT_PORTS: Final = {"redis": 6379, "valkey": 6379, "memcached": 11211}
+_REPLICATION_GROUP_ENGINES: Final = ("redis", "valkey")
+_MAX_CACHE_CLUSTERS: Final = 6  # a primary and up to five replicas
+_MAX_MEMCACHED_NODES: Final = 40  # CreateCacheCluster's documented bound
+_PORT_MAX: Final = 65535
+CACHE_NODE_TYPE: Final = "cache.t4g.micro"
+CACHE_SUBNET_GROUP: Final = "caches"
 
 _TOP_LEVEL_REQUIRED = frozenset({"account_id", "region", "idempotency_table", "dead_letter_queue"})
-_TOP_LEVEL_OPTIONAL = frozenset({"security_groups", "cache_security_groups"})
+_TOP_LEVEL_OPTIONAL = frozenset(
+    {"security_groups", "vpcs", "cache_security_groups", "replication_groups", "cache_clusters"}
+)
 _GROUP_REQUIRED = frozenset({"id", "name"})
-_GROUP_OPTIONAL = frozenset({"description", "tags"})
+_GROUP_OPTIONAL = frozenset({"description", "tags", "vpc"})
+_VPC_REQUIRED = frozenset({"name", "cidr"})
 _CACHE_GROUP_REQUIRED = frozenset({"name"})
+_CACHE_REQUIRED = frozenset({"id", "engine", "security_groups"})
+_REPLICATION_GROUP_OPTIONAL = frozenset({"port", "num_cache_clusters"})
+_CACHE_CLUSTER_OPTIONAL = frozenset({"port", "num_cache_nodes"})
 
 
 class ScenarioError(ValueError):
@@ -67,6 +110,40 @@ class SecurityGroupSeed:
     name: str
     description: str
     tags: Mapping[str, str] = field(default_factory=dict)
+    vpc: str | None = None
+    """The name of one of the scenario's ``vpcs``; None for the default VPC."""
+
+
+@dataclass(frozen=True, slots=True)
+class VpcSeed:
+    name: str
+    cidr: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationGroupSeed:
+    replication_group_id: str
+    engine: str
+    port: int
+    num_cache_clusters: int
+    security_groups: tuple[str, ...]
+
+    @property
+    def member_clusters(self) -> tuple[str, ...]:
+        """The ids AWS gives the group's cache clusters: the group's id, -001, -002, …"""
+        return tuple(
+            f"{self.replication_group_id}-{index:03d}"
+            for index in range(1, self.num_cache_clusters + 1)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CacheClusterSeed:
+    cache_cluster_id: str
+    engine: str
+    port: int
+    num_cache_nodes: int
+    security_groups: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +154,9 @@ class Scenario:
     cache_security_groups: tuple[str, ...]
     idempotency_table: str
     dead_letter_queue: str
+    vpcs: tuple[VpcSeed, ...] = ()
+    replication_groups: tuple[ReplicationGroupSeed, ...] = ()
+    cache_clusters: tuple[CacheClusterSeed, ...] = ()
 
     def security_group(self, group_id: str) -> SecurityGroupSeed | None:
         """The seeded group with this id, if the scenario has one."""
@@ -90,6 +170,9 @@ class SeededWorld:
     scenario: Scenario
     dead_letter_queue_url: str
     vpc_id: str
+    """The default VPC's id: the caches' and that of groups that name no ``vpc``."""
+    vpc_ids: Mapping[str, str] = field(default_factory=dict)
+    """The id moto drew for each of the scenario's ``vpcs``, by name."""
 
     def function_environment(self) -> dict[str, str]:
         return {
@@ -147,17 +230,63 @@ def _scenario(document: object) -> Scenario:
             f"account_id: must be a quoted 12-digit account id, got {_shown(account)}"
         )
     region = _matching(root, "region", _REGION, "an AWS region such as us-east-1", "")
+    vpcs = _vpcs(root.get("vpcs", []))
+    security_groups = _security_groups(
+        root.get("security_groups", []), tuple(vpc.name for vpc in vpcs)
+    )
+    replication_groups = _replication_groups(root.get("replication_groups", []), security_groups)
     return Scenario(
         account_id=account,
         region=region,
-        security_groups=_security_groups(root.get("security_groups", [])),
+        security_groups=security_groups,
         cache_security_groups=_cache_security_groups(root.get("cache_security_groups", [])),
         idempotency_table=_matching(root, "idempotency_table", _TABLE_NAME, _TABLE_NAME_RULE, ""),
         dead_letter_queue=_matching(root, "dead_letter_queue", _QUEUE_NAME, _QUEUE_NAME_RULE, ""),
+        vpcs=vpcs,
+        replication_groups=replication_groups,
+        cache_clusters=_cache_clusters(
+            root.get("cache_clusters", []), security_groups, replication_groups
+        ),
     )
 
 
-def _security_groups(raw: object) -> tuple[SecurityGroupSeed, ...]:
+def _vpcs(raw: object) -> tuple[VpcSeed, ...]:
+    vpcs: list[VpcSeed] = []
+    names: dict[str, str] = {}
+    for index, item in enumerate(_list(raw, "vpcs")):
+        where = f"vpcs[{index}]"
+        entry = _object(item, where, _VPC_REQUIRED, frozenset())
+        name = _matching(
+            entry, "name", _VPC_NAME, "a VPC name (1-63 of a-z 0-9 -, not starting with -)", where
+        )
+        if name == _RESERVED_VPC_NAME:
+            raise ScenarioError(
+                f"{where}.name: 'default' is the default VPC, which is always there "
+                "(a security group without `vpc` is in it)"
+            )
+        if name in names:
+            raise ScenarioError(f"{where}.name: {name!r} is already the name of {names[name]}")
+        names[name] = where
+        vpcs.append(VpcSeed(name=name, cidr=_cidr(entry.get("cidr"), f"{where}.cidr")))
+    return tuple(vpcs)
+
+
+def _cidr(value: object, where: str) -> str:
+    rule = f"an IPv4 CIDR block from /{_VPC_PREFIX_MIN} to /{_VPC_PREFIX_MAX} such as 10.20.0.0/16"
+    if not isinstance(value, str) or "/" not in value:
+        raise ScenarioError(f"{where}: must be {rule}, got {_shown(value)}")
+    try:
+        network = ipaddress.IPv4Network(value, strict=False)
+    except ValueError:
+        raise ScenarioError(f"{where}: must be {rule}, got {_shown(value)}") from None
+    if not _VPC_PREFIX_MIN <= network.prefixlen <= _VPC_PREFIX_MAX:
+        raise ScenarioError(f"{where}: must be {rule}, got {_shown(value)}")
+    if str(network) != value:
+        raise ScenarioError(f"{where}: {value!r} has host bits set (did you mean {network}?)")
+    return value
+
+
+def _security_groups(raw: object, vpc_names: tuple[str, ...]) -> tuple[SecurityGroupSeed, ...]:
     groups: list[SecurityGroupSeed] = []
     ids: dict[str, str] = {}
     names: dict[str, str] = {}
@@ -187,9 +316,23 @@ def _security_groups(raw: object) -> tuple[SecurityGroupSeed, ...]:
                 name=name,
                 description=description,
                 tags=_tags(entry.get("tags", {}), f"{where}.tags"),
+                vpc=_vpc_of(entry, where, vpc_names),
             )
         )
     return tuple(groups)
+
+
+def _vpc_of(entry: Mapping[str, Any], where: str, vpc_names: tuple[str, ...]) -> str | None:
+    if "vpc" not in entry:
+        return None
+    vpc = entry["vpc"]
+    if not isinstance(vpc, str) or vpc not in vpc_names:
+        known = ", ".join(vpc_names) or "none"
+        raise ScenarioError(
+            f"{where}.vpc: must name one of the scenario's vpcs ({known}), got {_shown(vpc)}; "
+            "leave it out for the default VPC"
+        )
+    return vpc
 
 
 def _tags(raw: object, where: str) -> dict[str, str]:
@@ -241,18 +384,151 @@ def _cache_security_groups(raw: object) -> tuple[str, ...]:
     return tuple(ordered)
 
 
+def _replication_groups(
+    raw: object, security_groups: tuple[SecurityGroupSeed, ...]
+) -> tuple[ReplicationGroupSeed, ...]:
+    seeds: list[ReplicationGroupSeed] = []
+    ids: dict[str, str] = {}
+    for index, item in enumerate(_list(raw, "replication_groups")):
+        where = f"replication_groups[{index}]"
+        entry = _object(item, where, _CACHE_REQUIRED, _REPLICATION_GROUP_OPTIONAL)
+        identifier = _matching(
+            entry, "id", _REPLICATION_GROUP_ID, f"a replication group id (1-40 {_ID_RULE})", where
+        )
+        if identifier in ids:
+            raise ScenarioError(
+                f"{where}.id: {identifier!r} is already the id of {ids[identifier]}"
+            )
+        ids[identifier] = where
+        engine = _engine(entry, where, _REPLICATION_GROUP_ENGINES)
+        seeds.append(
+            ReplicationGroupSeed(
+                replication_group_id=identifier,
+                engine=engine,
+                port=_port(entry, where, engine),
+                num_cache_clusters=_count(entry, "num_cache_clusters", where, _MAX_CACHE_CLUSTERS),
+                security_groups=_cache_groups(entry, where, security_groups),
+            )
+        )
+    return tuple(seeds)
+
+
+def _cache_clusters(
+    raw: object,
+    security_groups: tuple[SecurityGroupSeed, ...],
+    replication_groups: tuple[ReplicationGroupSeed, ...],
+) -> tuple[CacheClusterSeed, ...]:
+    seeds: list[CacheClusterSeed] = []
+    # A replication group's members are cache clusters too, under ids AWS derives.
+    ids = {
+        member: f"a member of replication_groups[{index}]"
+        for index, group in enumerate(replication_groups)
+        for member in group.member_clusters
+    }
+    for index, item in enumerate(_list(raw, "cache_clusters")):
+        where = f"cache_clusters[{index}]"
+        entry = _object(item, where, _CACHE_REQUIRED, _CACHE_CLUSTER_OPTIONAL)
+        identifier = _matching(
+            entry, "id", _CACHE_CLUSTER_ID, f"a cache cluster id (1-50 {_ID_RULE})", where
+        )
+        if identifier in ids:
+            raise ScenarioError(f"{where}.id: {identifier!r} is already {ids[identifier]}")
+        ids[identifier] = f"the id of {where}"
+        engine = _engine(entry, where, tuple(_DEFAULT_PORTS))
+        # Outside a replication group only Memcached spreads a cluster over several nodes.
+        most_nodes = _MAX_MEMCACHED_NODES if engine == "memcached" else 1
+        seeds.append(
+            CacheClusterSeed(
+                cache_cluster_id=identifier,
+                engine=engine,
+                port=_port(entry, where, engine),
+                num_cache_nodes=_count(entry, "num_cache_nodes", where, most_nodes),
+                security_groups=_cache_groups(entry, where, security_groups),
+            )
+        )
+    return tuple(seeds)
+
+
+def _engine(entry: Mapping[str, Any], where: str, engines: tuple[str, ...]) -> str:
+    engine = entry.get("engine")
+    if not isinstance(engine, str) or engine not in engines:
+        raise ScenarioError(
+            f"{_field(where, 'engine')}: must be one of {', '.join(engines)}, got {_shown(engine)}"
+        )
+    return engine
+
+
+def _port(entry: Mapping[str, Any], where: str, engine: str) -> int:
+    port = entry.get("port", _DEFAULT_PORTS[engine])
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= _PORT_MAX:
+        raise ScenarioError(
+            f"{_field(where, 'port')}: must be a TCP port (1-{_PORT_MAX}), got {_shown(port)}"
+        )
+    return port
+
+
+def _count(entry: Mapping[str, Any], key: str, where: str, most: int) -> int:
+    count = entry.get(key, 1)
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= most:
+        allowed = "1" if most == 1 else f"from 1 to {most}"
+        raise ScenarioError(f"{_field(where, key)}: must be {allowed}, got {_shown(count)}")
+    return count
+
+
+def _cache_groups(
+    entry: Mapping[str, Any], where: str, security_groups: tuple[SecurityGroupSeed, ...]
+) -> tuple[str, ...]:
+    """The cache's VPC security groups: seeded groups of the default VPC, where caches are."""
+    listed = _list(entry.get("security_groups"), _field(where, "security_groups"))
+    if not listed:
+        raise ScenarioError(
+            f"{_field(where, 'security_groups')}: must list at least one security group id"
+        )
+    seeded = {group.group_id: group for group in security_groups}
+    ids: list[str] = []
+    for index, group_id in enumerate(listed):
+        at = f"{_field(where, 'security_groups')}[{index}]"
+        group = seeded.get(group_id) if isinstance(group_id, str) else None
+        if group is None:
+            raise ScenarioError(
+                f"{at}: must be the id of one of the scenario's security_groups, "
+                f"got {_shown(group_id)}"
+            )
+        if group.vpc is not None:
+            raise ScenarioError(
+                f"{at}: {group.group_id} is in VPC {group.vpc!r}; caches are seeded in the "
+                "default VPC, so their groups must be too"
+            )
+        if group.group_id in ids:
+            raise ScenarioError(f"{at}: {group.group_id} is listed twice")
+        ids.append(group.group_id)
+    return tuple(ids)
+
+
 def seed(scenario: Scenario, clients: Mapping[str, Any]) -> SeededWorld:
-    """Create the scenario's resources through ordinary boto3 clients of the embedded AWS."""
+    """Create the scenario's resources through ordinary boto3 clients of the embedded AWS.
+
+    VPCs first, then security groups (caches name them), then the caches.
+    """
     ec2 = clients["ec2"]
     vpc_id = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0][
         "VpcId"
     ]
+    vpc_ids = {
+        vpc.name: ec2.create_vpc(
+            CidrBlock=vpc.cidr,
+            TagSpecifications=[
+                {"ResourceType": "vpc", "Tags": [{"Key": "Name", "Value": vpc.name}]}
+            ],
+        )["Vpc"]["VpcId"]
+        for vpc in scenario.vpcs
+    }
     for group in scenario.security_groups:
         with _next_group_id(group.group_id):
             ec2.create_security_group(
                 GroupName=group.name,
                 Description=group.description,
-                VpcId=vpc_id,
+                VpcId=vpc_ids[group.vpc] if group.vpc is not None else vpc_id,
                 TagSpecifications=[
                     {
                         "ResourceType": "security-group",
@@ -266,6 +542,7 @@ def seed(scenario: Scenario, clients: Mapping[str, Any]) -> SeededWorld:
         clients["elasticache"].create_cache_security_group(
             CacheSecurityGroupName=name, Description=f"{name} (seeded)"
         )
+    _seed_caches(scenario, clients, vpc_id)
     clients["dynamodb"].create_table(
         TableName=scenario.idempotency_table,
         KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
@@ -273,7 +550,44 @@ def seed(scenario: Scenario, clients: Mapping[str, Any]) -> SeededWorld:
         BillingMode="PAY_PER_REQUEST",
     )
     queue_url = clients["sqs"].create_queue(QueueName=scenario.dead_letter_queue)["QueueUrl"]
-    return SeededWorld(scenario=scenario, dead_letter_queue_url=queue_url, vpc_id=vpc_id)
+    return SeededWorld(
+        scenario=scenario, dead_letter_queue_url=queue_url, vpc_id=vpc_id, vpc_ids=vpc_ids
+    )
+
+
+def _seed_caches(scenario: Scenario, clients: Mapping[str, Any], vpc_id: str) -> None:
+    if not (scenario.replication_groups or scenario.cache_clusters):
+        return
+    elasticache = clients["elasticache"]
+    subnets = clients["ec2"].describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])
+    # The first by zone, so every run places the caches alike.
+    first = min(subnets["Subnets"], key=lambda s: (s["AvailabilityZone"], s["SubnetId"]))
+    elasticache.create_cache_subnet_group(
+        CacheSubnetGroupName=CACHE_SUBNET_GROUP,
+        CacheSubnetGroupDescription="subnets of the seeded caches",
+        SubnetIds=[first["SubnetId"]],
+    )
+    for group in scenario.replication_groups:
+        elasticache.create_replication_group(
+            ReplicationGroupId=group.replication_group_id,
+            ReplicationGroupDescription=f"{group.replication_group_id} (seeded)",
+            Engine=group.engine,
+            CacheNodeType=CACHE_NODE_TYPE,
+            NumCacheClusters=group.num_cache_clusters,
+            Port=group.port,
+            CacheSubnetGroupName=CACHE_SUBNET_GROUP,
+            SecurityGroupIds=list(group.security_groups),
+        )
+    for cluster in scenario.cache_clusters:
+        elasticache.create_cache_cluster(
+            CacheClusterId=cluster.cache_cluster_id,
+            Engine=cluster.engine,
+            CacheNodeType=CACHE_NODE_TYPE,
+            NumCacheNodes=cluster.num_cache_nodes,
+            Port=cluster.port,
+            CacheSubnetGroupName=CACHE_SUBNET_GROUP,
+            SecurityGroupIds=list(cluster.security_groups),
+        )
 
 
 @contextmanager

@@ -1,4 +1,7 @@
-"""The embedded AWS: moto's threaded server with the cache-security-group emulation, seeded.
+"""The embedded AWS: moto's threaded server with the emulation of what moto lacks, seeded.
+
+What moto lacks is the cache-security-group API (``cache_security_groups``) and what VPC
+caches show (``vpc_caches``); one ``install()`` adds both.
 
 A real HTTP endpoint on this machine that ordinary boto3 clients (the function's own, with
 ``AWS_ENDPOINT_URL``) and a Lambda container started by ``sam local invoke`` can use::
@@ -80,7 +83,8 @@ class _Server(ThreadedMotoServer):
 
 
 class EmbeddedAws:
-    """moto on ``host:port`` with the cache-security-group operations, seeded from a scenario.
+    """moto on ``host:port`` with the emulation (cache security groups, VPC caches), seeded
+    from a scenario.
 
     ``port=0`` picks a free port (tests, and runs that nobody else needs to reach).
     Use it as a context manager, or call :meth:`start` and :meth:`stop`.
@@ -186,6 +190,7 @@ class EmbeddedAws:
     # --- internals ---------------------------------------------------------------------
 
     def _serve(self) -> None:
+        # One install for the cache-security-group API and the VPC-cache gaps alike.
         cache_security_groups.install()
         self._use_scenario_account()
         self._quiet_request_log()
