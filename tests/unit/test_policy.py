@@ -50,7 +50,15 @@ def test_the_bundled_policy_is_valid() -> None:
     policy = parse_policy(
         BUNDLED_POLICY.read_text(), source="bundled", expected_tag_key="cache-ingress"
     )
-    assert set(policy.targets) == {"orders", "payments", "inventory"}
+    assert set(policy.targets) == {
+        "orders",
+        "payments",
+        "inventory",
+        "sessions",
+        "search",
+        "legacy",
+        "reports",
+    }
 
 
 @pytest.mark.parametrize(
