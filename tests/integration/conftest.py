@@ -25,6 +25,7 @@ TEST_CLIENT_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 1
 
 @pytest.fixture
 def aws() -> Iterator[None]:
+    """moto in process, with the embedded AWS's emulation: cache security groups and VPC caches."""
     install()
     with mock_aws():
         yield
