@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,7 @@ from tests.integration.test_vpc_emulation import (
     SESSIONS_APP,
     VPC_POLICY,
     VpcWorld,
-    emulate_vpc_caches,
-    seed_vpc_world,
+    vpc_world,
 )
 from tests.reconcile import count_calls, install_security_group_paging
 from tests.reconcile import make_reconciler as wire_reconciler
@@ -58,9 +57,9 @@ def paging() -> None:
 
 
 @pytest.fixture
-def vpc(clients: dict[str, Any], world: SeededWorld) -> Iterator[VpcWorld]:
-    with emulate_vpc_caches():
-        yield seed_vpc_world(clients, world.vpc_id)
+def vpc(world: SeededWorld) -> VpcWorld:
+    """The default scenario seeds the VPC caches, their groups and the tagged groups."""
+    return vpc_world(world)
 
 
 @pytest.fixture
