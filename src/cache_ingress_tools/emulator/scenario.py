@@ -190,7 +190,7 @@ def load_scenario(path: Path = DEFAULT_SCENARIO) -> Scenario:
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError(f"scenario {path}: cannot be read: {exc}") from None
     try:
-        document = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        document = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506  # nosec B506 - SafeLoader
     except yaml.YAMLError as exc:
         raise ScenarioError(f"scenario {path}: not valid YAML: {exc}") from None
     try:

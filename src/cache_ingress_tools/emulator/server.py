@@ -53,7 +53,7 @@ DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 5000
 SERVICES: Final = ("ec2", "elasticache", "dynamodb", "sqs", "ssm")
 # moto accepts any credentials; fixed dummy ones make sure a real key never leaves the machine.
-DUMMY_CREDENTIALS: Final = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+DUMMY_CREDENTIALS: Final = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # nosec B105 - the emulator's dummy keys
 _ACCOUNT_VARIABLE: Final = "MOTO_ACCOUNT_ID"
 _CLIENT_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 2})
 _RESET_PATH: Final = "/moto-api/reset"
@@ -234,7 +234,7 @@ class EmbeddedAws:
             self.endpoint_url + _RESET_PATH, method="POST", data=b""
         )
         try:
-            with urllib.request.urlopen(request, timeout=_REQUEST_TIMEOUT_SECONDS):  # noqa: S310
+            with urllib.request.urlopen(request, timeout=_REQUEST_TIMEOUT_SECONDS):  # noqa: S310  # nosec B310
                 pass
         except (OSError, urllib.error.URLError) as exc:
             raise EmulatorError(
@@ -271,7 +271,7 @@ def _isolated_session(region: str) -> boto3.session.Session:
 
 def endpoint_url(host: str, port: int) -> str:
     """The URL clients on this machine use; a wildcard listen address means loopback."""
-    reachable = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+    reachable = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104  # nosec B104
     if ":" in reachable:
         reachable = f"[{reachable}]"
     return f"http://{reachable}:{port}"
