@@ -10,14 +10,11 @@ ids moto drew (the VPCs').
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from cache_ingress_tools.emulator.cache_security_groups import install
 from cache_ingress_tools.emulator.scenario import SeededWorld, load_scenario
 
 pytestmark = pytest.mark.integration
@@ -66,19 +63,6 @@ class VpcWorld:
 def vpc_world(world: SeededWorld) -> VpcWorld:
     """The default scenario's VPCs: the caches' (the default VPC) and the other one."""
     return VpcWorld(vpc_id=world.vpc_id, other_vpc_id=world.vpc_ids[OTHER_VPC])
-
-
-# Kept for tests/reconcile/test_vpc.py until it uses `vpc_world` (the emulation is always
-# installed and the scenario seeds the world now); nothing else should use these two.
-@contextmanager
-def emulate_vpc_caches() -> Iterator[None]:
-    install()
-    yield
-
-
-def seed_vpc_world(clients: Mapping[str, Any], vpc_id: str) -> VpcWorld:
-    [group] = clients["ec2"].describe_security_groups(GroupIds=[OTHER_VPC_APP])["SecurityGroups"]
-    return VpcWorld(vpc_id=vpc_id, other_vpc_id=group["VpcId"])
 
 
 # --- the seeded world is what the VPC tests assume -----------------------------------------
