@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -362,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{total / row.groups:>11.4f}  "
             f"{row.counts.get('repaired', 0):>8}  {by_operation}"
         )
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of this process (the sweeps, botocore, the harness): {peak_mib:.0f} MiB")
     return 0
 
 

@@ -668,7 +668,7 @@ class Reconciler:
                 report.pairs.append(known)
             elif run.granter is None:
                 _log_drift(report.run_id, grant, "would-repair")
-                decision = _grant_decision(grant, Outcome.DRY_RUN, "dry run: would authorize")
+                decision = grant.decision(Outcome.DRY_RUN, "dry run: would authorize", None)
                 report.pairs.append(PairResult(PairStatus.DRIFT, decision, False, drift=True))
             elif run.budget.exhausted():
                 return _PageEnd.OUT_OF_TIME
@@ -768,23 +768,23 @@ def _known(run_id: str, grant: Grant, granted: GrantedView) -> PairResult | None
     """The pair's result if the run's reads settle it; None if it is missing and repairable."""
     is_granted = granted.granted(grant)
     if isinstance(is_granted, AwsCallError):
-        return _unreadable(run_id, _grant_decision(grant, Outcome.FAILED, ""), is_granted)
+        return _unreadable(run_id, grant.decision(Outcome.FAILED, "", None), is_granted)
     if is_granted:
         reason = (
             f"the cache's security group already allows this group on tcp/{grant.port}"
             if grant.is_vpc
             else "the cache security group already allows this group"
         )
-        decision = _grant_decision(grant, Outcome.ALREADY_AUTHORIZED, reason)
+        decision = grant.decision(Outcome.ALREADY_AUTHORIZED, reason, None)
         return PairResult(PairStatus.IN_SYNC, decision, True)
     cache_group = grant.cache_security_group
     if cache_group is not None and granted.cache_group_exists(cache_group) is False:
-        decision = _grant_decision(
-            grant,
+        decision = grant.decision(
             Outcome.FAILED,
             f"cache security group {cache_group} does not exist",
-            FailureKind.PERMANENT,
-            "CacheSecurityGroupNotFound",
+            None,
+            failure=FailureKind.PERMANENT,
+            error_code="CacheSecurityGroupNotFound",
         )
         logger.error(
             "drift found",
@@ -822,35 +822,11 @@ def _repair(run_id: str, grant: Grant, granter: Granter, granted: GrantedView) -
 
 
 def _log_drift(run_id: str, grant: Grant, action: str) -> None:
-    decision = _grant_decision(grant, Outcome.FAILED, "")
+    decision = grant.decision(Outcome.FAILED, "", None)
     fields = decision.as_log_fields()
     for verdict in ("outcome", "reason"):
         fields.pop(verdict, None)
     logger.warning("drift found", extra={"run_id": run_id, "action": action, **fields})
-
-
-def _grant_decision(
-    grant: Grant,
-    outcome: Outcome,
-    reason: str,
-    failure: FailureKind | None = None,
-    error_code: str | None = None,
-) -> Decision:
-    """The decision for a grant the sweep did not send (no principal), whichever kind."""
-    return Decision(
-        group_id=grant.group_id,
-        target=grant.target,
-        outcome=outcome,
-        reason=reason,
-        group_name=grant.group_name,
-        owner_id=grant.owner_id,
-        cache_security_group=grant.cache_security_group,
-        failure=failure,
-        error_code=error_code,
-        vpc_security_group=grant.vpc_security_group,
-        port=grant.port,
-        cache=grant.cache,
-    )
 
 
 def _log_summary(report: Report, error: str | None = None) -> None:
