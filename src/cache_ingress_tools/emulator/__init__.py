@@ -1,1 +1,1 @@
-"""The embedded AWS: moto plus the cache-security-group emulation."""
+"""The embedded AWS: moto plus what it lacks (cache security groups, VPC caches)."""
