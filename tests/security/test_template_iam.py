@@ -36,6 +36,8 @@ ACCOUNT_WIDE_CACHE_READS = {
 }
 SECURITY_GROUPS = f"arn:aws:ec2:{REGION}:{ACCOUNT}:security-group/*"
 DLQ_ARN = "<DeadLetterQueue.Arn>"
+# The functions that make grants: the event path and the scheduled sweep (docs/reconcile.md).
+GRANTING_FUNCTIONS = {"IngressFunction", "ReconcileFunction"}
 
 
 class _NoValue:
@@ -243,13 +245,18 @@ def test_authorize_is_limited_to_the_named_cache_security_groups(parameters: str
     evaluator = Evaluator(PARAMETER_SETS[parameters])
     expected = {arn for arn in evaluator.parameters["CacheSecurityGroupArns"] if arn}
 
-    granting = [s for _, s in identity_statements(evaluator) if AUTHORIZE in _as_list(s["Action"])]
+    granting = [
+        (owner, s)
+        for owner, s in identity_statements(evaluator)
+        if AUTHORIZE in _as_list(s["Action"])
+    ]
 
-    if not expected:
-        # No cache security group named: the permission is absent, never widened.
-        assert granting == []
-    assert len(granting) == (1 if expected else 0)
-    for statement in granting:
+    # Each function that grants (the event path, the scheduled sweep) has one statement;
+    # with no cache security group named, none has any: the permission is never widened.
+    owners = [owner for owner, _ in granting]
+    assert len(owners) == len(set(owners))
+    assert set(owners) == (GRANTING_FUNCTIONS if expected else set())
+    for _, statement in granting:
         assert _as_list(statement["Action"]) == [AUTHORIZE]
         assert set(_as_list(statement["Resource"])) == expected
 
@@ -260,14 +267,20 @@ def test_authorize_is_limited_to_the_named_cache_security_groups(parameters: str
 def test_rules_can_only_be_added_to_the_named_cache_vpc_security_groups(ids: str) -> None:
     evaluator = Evaluator({"CacheVpcSecurityGroupIds": ids})
 
-    adding = [s for _, s in identity_statements(evaluator) if ADD_RULE in _as_list(s["Action"])]
+    adding = [
+        (owner, s)
+        for owner, s in identity_statements(evaluator)
+        if ADD_RULE in _as_list(s["Action"])
+    ]
 
-    [statement] = adding
-    assert _as_list(statement["Action"]) == [ADD_RULE]
-    assert _as_list(statement["Resource"]) == [SECURITY_GROUPS]
-    assert statement["Condition"] == {
-        "StringEquals": {"ec2:SecurityGroupID": [i.strip() for i in ids.split(",")]}
-    }
+    # One statement in each function that grants, each limited to the named groups.
+    assert sorted(owner for owner, _ in adding) == sorted(GRANTING_FUNCTIONS)
+    for _, statement in adding:
+        assert _as_list(statement["Action"]) == [ADD_RULE]
+        assert _as_list(statement["Resource"]) == [SECURITY_GROUPS]
+        assert statement["Condition"] == {
+            "StringEquals": {"ec2:SecurityGroupID": [i.strip() for i in ids.split(",")]}
+        }
 
 
 def test_the_function_keeps_its_records_and_dead_letters_in_its_own_resources() -> None:
@@ -384,3 +397,28 @@ def test_the_loader_reads_short_tags_as_intrinsics() -> None:
     }
     with pytest.raises(yaml.constructor.ConstructorError):
         load("a: !!python/name:os.system\n")
+
+
+def test_the_sweep_reads_named_cache_groups_and_touches_only_its_records_and_token() -> None:
+    from cache_ingress.grants import KEY_PREFIX
+    from cache_ingress.reconcile import CURSOR_KEY
+
+    evaluator = Evaluator(PARAMETER_SETS["with-policy-parameter"])
+    sweep = [s for owner, s in identity_statements(evaluator) if owner == "ReconcileFunction"]
+
+    [read] = [
+        s for s in sweep if "elasticache:DescribeCacheSecurityGroups" in _as_list(s["Action"])
+    ]
+    assert set(_as_list(read["Resource"])) == set(evaluator.parameters["CacheSecurityGroupArns"])
+    [records] = [s for s in sweep if any(a.startswith("dynamodb:") for a in _as_list(s["Action"]))]
+    # The partition keys the code writes: grant records and the resume token, nothing else.
+    assert records["Condition"] == {
+        "ForAllValues:StringLike": {
+            "dynamodb:LeadingKeys": [f"{KEY_PREFIX}#*", CURSOR_KEY.split("#")[0] + "#*"]
+        }
+    }
+    function = resources("AWS::Serverless::Function")["ReconcileFunction"]["Properties"]
+    on_failure = function["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]
+    assert evaluator.value(on_failure["Destination"]) == DLQ_ARN
+    assert {event["Type"] for event in function["Events"].values()} == {"Schedule"}
+    assert function["ReservedConcurrentExecutions"] == 1
