@@ -111,12 +111,12 @@ def _load(text: str, source: str) -> object:
     try:
         if stripped.startswith("{"):
             return json.loads(text, object_pairs_hook=_unique_json_keys)
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506  # nosec B506 - SafeLoader
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506  # nosec B506 - SafeLoader
     except (ValueError, yaml.YAMLError) as exc:
         raise PolicyError(f"policy {source}: not valid YAML or JSON: {exc}") from None
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys instead of keeping the last one."""
 
 
@@ -132,7 +132,7 @@ def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -
     return mapping
 
 
-_UniqueKeyLoader.add_constructor(
+UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
 )
 

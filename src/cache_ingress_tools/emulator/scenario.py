@@ -56,6 +56,8 @@ from unittest import mock
 
 import yaml
 
+from cache_ingress.policy import UniqueKeyLoader
+
 DEFAULT_SCENARIO = Path(__file__).with_name("default-scenario.yaml")
 _GROUP_ID = re.compile(r"sg-[0-9a-f]{8,17}")
 _ACCOUNT = re.compile(r"\d{12}")
@@ -190,34 +192,13 @@ def load_scenario(path: Path = DEFAULT_SCENARIO) -> Scenario:
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError(f"scenario {path}: cannot be read: {exc}") from None
     try:
-        document = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506  # nosec B506 - SafeLoader
+        document = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506  # nosec B506 - SafeLoader
     except yaml.YAMLError as exc:
         raise ScenarioError(f"scenario {path}: not valid YAML: {exc}") from None
     try:
         return _scenario(document)
     except ScenarioError as exc:
         raise ScenarioError(f"scenario {path}: {exc}") from None
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys: a repeated group would silently hide one."""
-
-
-def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    mapping: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in mapping:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        mapping[key] = loader.construct_object(value_node, deep=True)
-    return mapping
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
-)
 
 
 def _scenario(document: object) -> Scenario:
