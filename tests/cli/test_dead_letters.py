@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from cache_ingress.authorizer import Authorizer
 from cache_ingress.aws import Clients
@@ -17,14 +15,12 @@ from cache_ingress.envelope import FUNCTION_CONDITION
 from cache_ingress.settings import Settings
 from cache_ingress.wiring import build_authorizer
 from cache_ingress_tools.dead_letters import DeadLetter, Origin, Unrecognised, read_dead_letter
-from cache_ingress_tools.emulator.cache_security_groups import install
-from cache_ingress_tools.emulator.scenario import SeededWorld, load_scenario, seed
+from cache_ingress_tools.emulator.scenario import SeededWorld
 from tests.cli import (
     eventbridge_dlq_attributes,
     lambda_dlq_attributes,
     on_failure_record,
 )
-from tests.integration.conftest import SERVICES, TEST_CLIENT_CONFIG
 from tests.support.events import (
     INVENTORY_GROUP,
     ORDERS_GROUP,
@@ -35,21 +31,6 @@ from tests.support.events import (
 )
 
 pytestmark = pytest.mark.cli
-
-
-@pytest.fixture
-def clients() -> Iterator[dict[str, Any]]:
-    install()
-    with mock_aws():
-        yield {
-            name: boto3.client(name, region_name="us-east-1", config=TEST_CLIENT_CONFIG)  # type: ignore[call-overload]
-            for name in SERVICES
-        }
-
-
-@pytest.fixture
-def world(clients: dict[str, Any]) -> SeededWorld:
-    return seed(load_scenario(), clients)
 
 
 @pytest.fixture

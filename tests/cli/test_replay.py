@@ -14,7 +14,6 @@ import boto3
 import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
-from moto import mock_aws
 
 from cache_ingress.aws import Clients
 from cache_ingress.settings import Settings
@@ -22,8 +21,7 @@ from cache_ingress.wiring import build_authorizer
 from cache_ingress_tools import cli
 from cache_ingress_tools.commands._dead_letter_queue import Progress
 from cache_ingress_tools.dead_letters import DeadLetter, Origin, read_dead_letter
-from cache_ingress_tools.emulator.cache_security_groups import install
-from cache_ingress_tools.emulator.scenario import SeededWorld, load_scenario, seed
+from cache_ingress_tools.emulator.scenario import SeededWorld
 from cache_ingress_tools.replay import (
     EXIT_ABORTED,
     EXIT_OK,
@@ -41,7 +39,6 @@ from cache_ingress_tools.replay import (
     replay,
 )
 from tests.cli import eventbridge_dlq_attributes, lambda_dlq_attributes, on_failure_record
-from tests.integration.conftest import SERVICES, TEST_CLIENT_CONFIG
 from tests.support.events import (
     INVENTORY_GROUP,
     ORDERS_GROUP,
@@ -60,21 +57,6 @@ def fast(**options: Any) -> ReplayOptions:
 
 
 # --- fixtures -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def clients() -> Iterator[dict[str, Any]]:
-    install()
-    with mock_aws():
-        yield {
-            name: boto3.client(name, region_name="us-east-1", config=TEST_CLIENT_CONFIG)  # type: ignore[call-overload]
-            for name in SERVICES
-        }
-
-
-@pytest.fixture
-def world(clients: dict[str, Any]) -> SeededWorld:
-    return seed(load_scenario(), clients)
 
 
 @pytest.fixture
