@@ -74,13 +74,9 @@ def index_ec2_tags() -> None:
 
 
 def serve() -> None:
-    """Child mode: the embedded AWS with EC2 paging; prints where it listens, then waits."""
-    sys.path.insert(0, str(REPO))
-    from tests.reconcile import install_security_group_paging
-
+    """Child mode: the embedded AWS (paging EC2 as AWS does); prints where it listens."""
     from cache_ingress_tools.emulator.server import EmbeddedAws
 
-    install_security_group_paging()
     index_ec2_tags()
     with EmbeddedAws(port=0) as aws:
         world = aws.world

@@ -443,10 +443,11 @@ def test_two_replays_of_one_queue_at_once_grant_once(
     events = [tag_change(ORDERS_GROUP, event_id=f"e-orders-{i}") for i in range(3)] + [
         create_tags([PAYMENTS_GROUP], event_id=f"e-payments-{i}") for i in range(3)
     ]
+    sent = set()
     for event in events:
-        send(on_failure_record(event))
-        send(json.dumps(event), eventbridge_dlq_attributes())
-        send(on_failure_record(event, invoke_count=2))
+        sent.add(send(on_failure_record(event)))
+        sent.add(send(json.dumps(event), eventbridge_dlq_attributes()))
+        sent.add(send(on_failure_record(event, invoke_count=2)))
 
     # When two operators replay the same queue at the same moment
     reports: list[Any] = []
@@ -476,7 +477,16 @@ def test_two_replays_of_one_queue_at_once_grant_once(
     assert len(authorize_calls) == len(events)
     total = sum(r.counts["replayed"] for r in [*reports, leftovers])
     assert total >= 18
-    assert sum(r.counts["succeeded"] for r in [*reports, leftovers]) == 18
+    # Every message succeeded. A standard queue delivers at least once, so two receives at
+    # the same moment can both get one message (moto does this too): its second replay is
+    # a duplicate delivery, answered from the record without another authorize call.
+    succeeded = [
+        m.message.message_id
+        for r in [*reports, leftovers]
+        for m in r.messages
+        if m.result is Result.SUCCEEDED
+    ]
+    assert set(succeeded) == sent
     for kept in (m for r in reports for m in r.messages if m.result is Result.STILL_FAILING):
         assert kept.status == "retry-later"
         assert kept.reason is not None

@@ -23,7 +23,6 @@ from tests.integration.conftest import (  # noqa: F401 - fixtures
 from tests.reconcile import (
     classic_files,
     granted_pairs,
-    install_security_group_paging,
     seed_classic_world,
 )
 from tests.support.events import ACCOUNT
@@ -31,11 +30,6 @@ from tests.support.events import ACCOUNT
 pytestmark = pytest.mark.cli
 
 ORDERS = "orders-cache-sg"
-
-
-@pytest.fixture(autouse=True)
-def paging() -> None:
-    install_security_group_paging()
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ from tests.reconcile import (
     classic_environment,
     count_calls,
     granted_pairs,
-    install_security_group_paging,
     seed_classic_world,
 )
 from tests.reconcile import make_reconciler as wire_reconciler
@@ -39,11 +38,6 @@ pytestmark = pytest.mark.integration
 MakeReconciler = Callable[..., Reconciler]
 CONTEXT = FakeLambdaContext(remaining_millis=900_000)
 ORDERS = "orders-cache-sg"
-
-
-@pytest.fixture(autouse=True)
-def paging() -> None:
-    install_security_group_paging()
 
 
 @pytest.fixture

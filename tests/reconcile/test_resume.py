@@ -25,7 +25,6 @@ from tests.reconcile import (
     classic_environment,
     count_calls,
     granted_pairs,
-    install_security_group_paging,
     seed_classic_world,
 )
 from tests.reconcile import make_reconciler as wire_reconciler
@@ -39,11 +38,6 @@ EXTRA_GROUPS = 23
 TAGGED = 5 + EXTRA_GROUPS  # the scenario's five tagged groups and the extra ones
 ALLOWED = 2 + EXTRA_GROUPS  # orders-app, reporting-app and every extra group
 PLENTY = FakeLambdaContext(remaining_millis=900_000)
-
-
-@pytest.fixture(autouse=True)
-def paging() -> None:
-    install_security_group_paging()
 
 
 @pytest.fixture

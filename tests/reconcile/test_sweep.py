@@ -30,7 +30,6 @@ from tests.reconcile import (
     classic_environment,
     count_calls,
     granted_pairs,
-    install_security_group_paging,
     seed_classic_world,
 )
 from tests.reconcile import make_reconciler as wire_reconciler
@@ -63,11 +62,6 @@ SCHEDULED_EVENT = {
     "resources": ["arn:aws:events:us-east-1:123456789012:rule/cache-ingress-reconcile"],
     "detail": {},
 }
-
-
-@pytest.fixture(autouse=True)
-def paging() -> None:
-    install_security_group_paging()
 
 
 @pytest.fixture

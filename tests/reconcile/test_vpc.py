@@ -31,7 +31,7 @@ from tests.integration.test_vpc_emulation import (
     VpcWorld,
     vpc_world,
 )
-from tests.reconcile import count_calls, install_security_group_paging
+from tests.reconcile import count_calls
 from tests.reconcile import make_reconciler as wire_reconciler
 from tests.support.events import ACCOUNT, REGION
 from tests.support.faults import Fault
@@ -49,11 +49,6 @@ targets:
     allow: {required_tags: {env: prod}}
 """
 CONTEXT = FakeLambdaContext(remaining_millis=900_000)
-
-
-@pytest.fixture(autouse=True)
-def paging() -> None:
-    install_security_group_paging()
 
 
 @pytest.fixture

@@ -1,1 +1,2 @@
-"""The embedded AWS: moto plus what it lacks (cache security groups, VPC caches)."""
+"""The embedded AWS: moto plus what it lacks (cache security groups, VPC caches, atomic
+conditional writes, security-group paging)."""

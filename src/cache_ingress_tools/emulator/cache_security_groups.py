@@ -38,7 +38,7 @@ from moto.elasticache.models import ElastiCacheBackend, elasticache_backends
 from moto.elasticache.responses import ElastiCacheResponse
 from moto.utilities.utils import get_partition
 
-from cache_ingress_tools.emulator import vpc_caches
+from cache_ingress_tools.emulator import atomic_writes, security_group_paging, vpc_caches
 
 __all__ = [
     "CACHE_SECURITY_GROUP_QUOTA",
@@ -460,14 +460,18 @@ _HANDLERS: Final[Mapping[str, Callable[[ElastiCacheResponse], ActionResult]]] = 
 def install() -> None:
     """Add the five operations to moto's ElastiCache responder; calling it again is harmless.
 
-    It installs the VPC-cache emulation too (:func:`vpc_caches.install`), so that every
-    embedded AWS, the server's and the tests', is the same emulation.
+    It installs the rest of the emulation too, so that every embedded AWS, the server's and
+    the tests', is the same emulation: the VPC-cache gaps (:func:`vpc_caches.install`),
+    atomic conditional writes (:func:`atomic_writes.install`) and DescribeSecurityGroups
+    paging (:func:`security_group_paging.install`).
 
     Call it before ``mock_aws()`` starts or a ``ThreadedMotoServer`` serves in this process.
     Raises ``RuntimeError`` if moto has gained its own implementation of one of them, so
     that the two are never mixed silently.
     """
     vpc_caches.install()
+    atomic_writes.install()
+    security_group_paging.install()
     with _LOCK:
         for method_name, handler in _HANDLERS.items():
             present = ElastiCacheResponse.__dict__.get(method_name)

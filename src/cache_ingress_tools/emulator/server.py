@@ -1,7 +1,8 @@
 """The embedded AWS: moto's threaded server with the emulation of what moto lacks, seeded.
 
-What moto lacks is the cache-security-group API (``cache_security_groups``) and what VPC
-caches show (``vpc_caches``); one ``install()`` adds both.
+What moto lacks is the cache-security-group API (``cache_security_groups``), what VPC
+caches show (``vpc_caches``), atomic conditional writes (``atomic_writes``) and
+DescribeSecurityGroups paging (``security_group_paging``); one ``install()`` adds them all.
 
 A real HTTP endpoint on this machine that ordinary boto3 clients (the function's own, with
 ``AWS_ENDPOINT_URL``) and a Lambda container started by ``sam local invoke`` can use::
@@ -190,7 +191,7 @@ class EmbeddedAws:
     # --- internals ---------------------------------------------------------------------
 
     def _serve(self) -> None:
-        # One install for the cache-security-group API and the VPC-cache gaps alike.
+        # One install for the cache-security-group API and every gap filled in moto.
         cache_security_groups.install()
         self._use_scenario_account()
         self._quiet_request_log()
