@@ -12,17 +12,17 @@ export PYENV_VERSION ?= $(shell command -v pyenv >/dev/null 2>&1 && echo "$$(pye
 
 .PHONY: demo test lint typecheck template security build bench clean
 
-$(BIN)/.installed-dev: pyproject.toml
+$(BIN)/.installed-dev: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
 # The demo needs only the emulator extra: quicker for a first look.
-$(BIN)/.installed-emulator: pyproject.toml
+$(BIN)/.installed-emulator: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[emulator]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[emulator]'
 	touch $@
 
 $(SAM):
