@@ -25,7 +25,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -510,12 +510,32 @@ class Ingress:
 
 
 @dataclass(frozen=True, slots=True)
+class VpcIngress:
+    """One inbound rule of a VPC cache's security group whose source is another group."""
+
+    protocol: str
+    from_port: int | None
+    to_port: int | None
+    source_group_id: str
+    source_group_name: str | None
+    description: str
+
+    def ports(self) -> str:
+        if self.from_port is None or self.from_port == self.to_port:
+            return f"{self.protocol}/{self.from_port if self.from_port is not None else 'all'}"
+        return f"{self.protocol}/{self.from_port}-{self.to_port}"
+
+
+@dataclass(frozen=True, slots=True)
 class WorldState:
-    """What a person checks after an invoke: cache security groups and the DLQ."""
+    """What a person checks after an invoke: cache security groups, the security groups of
+    VPC caches (by group id, with the caches using them) and the DLQ."""
 
     cache_security_groups: dict[str, tuple[Ingress, ...]]
     dead_letter_count: int
     dead_letters: tuple[DeadLetter | Unrecognised, ...]
+    vpc_cache_groups: dict[str, tuple[VpcIngress, ...]] = field(default_factory=dict)
+    vpc_cache_users: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -541,6 +561,15 @@ class InvocationResult:
                 i for i in pairs if i not in self.before.cache_security_groups.get(name, ())
             )
             for name, pairs in self.after.cache_security_groups.items()
+        }
+
+    def new_vpc_ingress(self) -> dict[str, tuple[VpcIngress, ...]]:
+        """Rules this invoke added to VPC caches' security groups, by group id."""
+        return {
+            group_id: tuple(
+                r for r in rules if r not in self.before.vpc_cache_groups.get(group_id, ())
+            )
+            for group_id, rules in self.after.vpc_cache_groups.items()
         }
 
 
@@ -813,6 +842,7 @@ def read_state(target: Target) -> WorldState:
                     )
                     for pair in group.get("EC2SecurityGroups", [])
                 )
+        vpc_cache_groups, vpc_cache_users = _vpc_cache_groups(elasticache, ec2)
         queue = target.dead_letter_queue_url
         count = int(
             sqs.get_queue_attributes(
@@ -834,7 +864,56 @@ def read_state(target: Target) -> WorldState:
         cache_security_groups=groups,
         dead_letter_count=count,
         dead_letters=tuple(read_dead_letter(m) for m in received),
+        vpc_cache_groups=vpc_cache_groups,
+        vpc_cache_users=vpc_cache_users,
     )
+
+
+def _vpc_cache_groups(
+    elasticache: Any, ec2: Any
+) -> tuple[dict[str, tuple[VpcIngress, ...]], dict[str, tuple[str, ...]]]:
+    """The security groups VPC caches use, with their group-sourced inbound rules."""
+    users: dict[str, list[str]] = {}
+    for page in elasticache.get_paginator("describe_cache_clusters").paginate():
+        for cluster in page["CacheClusters"]:
+            cache = cluster.get("ReplicationGroupId") or cluster["CacheClusterId"]
+            for membership in cluster.get("SecurityGroups", []):
+                named = users.setdefault(membership["SecurityGroupId"], [])
+                if cache not in named:
+                    named.append(cache)
+    if not users:
+        return {}, {}
+    described = ec2.describe_security_groups(GroupIds=sorted(users))["SecurityGroups"]
+    sources = {
+        pair["GroupId"]
+        for group in described
+        for permission in group.get("IpPermissions", [])
+        for pair in permission.get("UserIdGroupPairs", [])
+    }
+    names: dict[str, str] = {}
+    if sources:
+        names = {
+            group["GroupId"]: group["GroupName"]
+            for group in ec2.describe_security_groups(
+                Filters=[{"Name": "group-id", "Values": sorted(sources)}]
+            )["SecurityGroups"]
+        }
+    groups = {
+        group["GroupId"]: tuple(
+            VpcIngress(
+                protocol=permission.get("IpProtocol", "-1"),
+                from_port=permission.get("FromPort"),
+                to_port=permission.get("ToPort"),
+                source_group_id=pair["GroupId"],
+                source_group_name=names.get(pair["GroupId"]),
+                description=pair.get("Description", ""),
+            )
+            for permission in group.get("IpPermissions", [])
+            for pair in permission.get("UserIdGroupPairs", [])
+        )
+        for group in described
+    }
+    return groups, {group_id: tuple(caches) for group_id, caches in users.items()}
 
 
 # --- printing ---------------------------------------------------------------------------
@@ -887,6 +966,7 @@ def render_state(result: InvocationResult, out: IO[str], *, indent: str = "") ->
             )
     if not after.cache_security_groups:
         write(f"{indent}  (none)")
+    _render_vpc_cache_groups(result, write, indent)
     queue = result.target.scenario.dead_letter_queue
     if after.dead_letter_count == 0:
         write(f"{indent}dead-letter queue {queue}: empty")
@@ -904,6 +984,29 @@ def render_state(result: InvocationResult, out: IO[str], *, indent: str = "") ->
                 f"{indent}  {letter.error_type or '?'}  event {letter.event_id}: "
                 f"{letter.error_message or ''} ({letter.origin})"
             )
+
+
+def _render_vpc_cache_groups(
+    result: InvocationResult, write: Callable[[str], None], indent: str
+) -> None:
+    """Each VPC cache's security group and its group-sourced rules; + marks this run's."""
+    after = result.after
+    if not after.vpc_cache_groups:
+        return
+    new_rules = result.new_vpc_ingress()
+    write(f"{indent}VPC caches' security groups")
+    for group_id, rules in sorted(after.vpc_cache_groups.items()):
+        caches = ", ".join(after.vpc_cache_users.get(group_id, ()))
+        write(f"{indent}  {group_id} (used by {caches})")
+        if not rules:
+            write(f"{indent}      (no ingress from security groups)")
+        for rule in rules:
+            marker = "+" if rule in new_rules.get(group_id, ()) else " "
+            source = rule.source_group_id + (
+                f" ({rule.source_group_name})" if rule.source_group_name else ""
+            )
+            described = f'  "{rule.description}"' if rule.description else ""
+            write(f"{indent}    {marker} {rule.ports()} from {source}{described}")
 
 
 def _writer(out: IO[str]) -> Callable[[str], None]:

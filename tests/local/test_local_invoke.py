@@ -302,6 +302,35 @@ class TestAgainstARunningEmulator:
         )["CacheSecurityGroups"]
         assert [p["EC2SecurityGroupName"] for p in group["EC2SecurityGroups"]] == ["orders-app"]
 
+    def test_a_vpc_grant_shows_the_rule_it_added_to_the_caches_security_group(
+        self, aws: EmbeddedAws, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        event = load_event("vpc-tag-change-authorized.json")
+        [app_group] = event["resources"]
+        app_group = app_group.rsplit("/", 1)[1]
+
+        status, output, _ = _invoke(
+            capsys, "events/vpc-tag-change-authorized.json", "--endpoint-url", aws.endpoint_url
+        )
+
+        assert status == 0
+        section = _section(output, "VPC caches' security groups\n", "dead-letter queue")
+        rule = (
+            rf"\+ tcp/6379 from {app_group} \(sessions-app\)  "
+            rf"\"cache-ingress sessions event {event['id']}\""
+        )
+        assert re.search(rf"sg-\w+ \(used by sessions-redis\)\n +{rule}\n", section)
+        assert "(used by legacy-memcached)\n      (no ingress from security groups)" in section
+
+        # Invoked again, the rule is already there: listed, not marked as added by this run.
+        status, output, _ = _invoke(
+            capsys, "events/vpc-tag-change-authorized.json", "--endpoint-url", aws.endpoint_url
+        )
+        section = _section(output, "VPC caches' security groups\n", "dead-letter queue")
+        assert status == 0
+        assert re.search(rf"\n {{6}}tcp/6379 from {app_group} \(sessions-app\)", section)
+        assert "+ tcp/6379" not in section
+
     def test_a_dead_lettered_event_is_shown_in_the_queue_and_left_there(
         self, aws: EmbeddedAws, capsys: pytest.CaptureFixture[str]
     ) -> None:

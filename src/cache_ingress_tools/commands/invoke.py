@@ -38,7 +38,8 @@ def register(subparsers: Any) -> None:
             "one event, with the environment template.yaml gives the function, against the "
             "embedded AWS: one started for this run, or a running `cache-ingress emulator` "
             "(--endpoint-url). Prints the structured log lines, the function's response, and "
-            "the cache security groups and dead-letter queue afterwards. Exit status: 0 the "
+            "the cache security groups, VPC caches' security-group rules and dead-letter "
+            "queue afterwards. Exit status: 0 the "
             "function returned, 1 it raised (Lambda would retry), 2 the run could not start."
         ),
     )
