@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from cache_ingress.envelope import FUNCTION_CONDITION
 from cache_ingress.errors import MalformedEventError
@@ -62,6 +62,11 @@ _RECORD_CONDITIONS = {
 }
 
 
+# The event a scheduled EventBridge rule (ReconcileSchedule in template.yaml) sends.
+SCHEDULE_SOURCE: Final = "aws.events"
+SCHEDULE_DETAIL_TYPE: Final = "Scheduled Event"
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A recognised dead-letter message: the original event and how it failed."""
@@ -81,6 +86,12 @@ class DeadLetter:
     receive_count: int | None
     # Why intake lists no groups: the event is ignored, or malformed (replay will fail again).
     intake_note: str | None = None
+
+    @property
+    def scheduled_run(self) -> bool:
+        """A failed run of the scheduled reconciliation (its EventBridge schedule event), not
+        a tag event: replaying it through the ingress function would only ignore it."""
+        return self.source == SCHEDULE_SOURCE and self.detail_type == SCHEDULE_DETAIL_TYPE
 
     def age(self, now: datetime) -> timedelta | None:
         """Time since the event happened (since it was dead-lettered if it has no time)."""
@@ -107,6 +118,8 @@ class DeadLetter:
         }
         if self.intake_note is not None:
             fields["intakeNote"] = self.intake_note
+        if self.scheduled_run:
+            fields["scheduledRun"] = True
         return fields
 
 

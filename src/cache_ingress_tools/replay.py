@@ -38,6 +38,14 @@ if TYPE_CHECKING:
     from cache_ingress.authorizer import Authorizer
 
 SQS_BATCH = 10
+# A failed scheduled reconciliation lands in the same queue (ReconcileFunction's on-failure
+# destination). Replayed through the ingress function it would be "ignored" and deleted,
+# losing the operator's only sign that a sweep failed; it is kept and pointed at instead.
+SCHEDULED_RUN_REASON = (
+    "a failed scheduled reconciliation run, not a tag event: run `cache-ingress reconcile` "
+    "(or wait for the next scheduled run), then remove it with --discard-scheduled-runs"
+)
+DISCARDED_STATUS = "discarded"
 SUCCESS_STATUSES = frozenset({"completed", "ignored"})
 # Errors that will fail every message the same way: stop the run instead of repeating them.
 FATAL_CODES = frozenset(
@@ -71,6 +79,7 @@ class Result(StrEnum):
     SKIPPED = "skipped"
     UNRECOGNISED = "unrecognised"
     WOULD_REPLAY = "would-replay"
+    DISCARDED = "discarded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +291,7 @@ class ReplayReport:
             "skipped": self.count(Result.SKIPPED),
             "unrecognised": self.count(Result.UNRECOGNISED),
             "wouldReplay": self.count(Result.WOULD_REPLAY),
+            "discarded": self.count(Result.DISCARDED),
         }
 
     @property
@@ -330,6 +340,9 @@ class ReplayOptions:
     # Kept messages stay invisible until the run ends; this must outlast the run.
     visibility_timeout: int = 900
     wait_seconds: int = 1
+    # Delete failed scheduled reconciliation runs instead of keeping them (after the operator
+    # has reconciled); never replayed either way.
+    discard_scheduled_runs: bool = False
 
 
 def replay(
@@ -458,6 +471,8 @@ class _Run:
                 self._keep(received, message, Result.UNRECOGNISED, reason=message.reason)
             elif not self._options.selection.matches(message, self._now):
                 self._keep(received, message, Result.SKIPPED, reason="not selected")
+            elif message.scheduled_run:
+                self._take_scheduled_run(received, message)
             elif self._limit_reached():
                 self._keep(received, message, Result.SKIPPED, reason="over --max")
             else:
@@ -468,6 +483,18 @@ class _Run:
                     self._backlog.append((received, message))
         if not received_any or self._limit_reached():
             self._receiving = False
+
+    def _take_scheduled_run(self, received: Received, message: DeadLetter) -> None:
+        if not self._options.discard_scheduled_runs:
+            self._keep(received, message, Result.SKIPPED, reason=SCHEDULED_RUN_REASON)
+        elif self._options.dry_run:
+            reason = "would be discarded (--discard-scheduled-runs)"
+            self._keep(received, message, Result.SKIPPED, reason=reason)
+        else:
+            reason = "a failed scheduled reconciliation run, discarded as asked"
+            self._succeeded.append(
+                (received, message, ProcessResult(True, DISCARDED_STATUS, reason))
+            )
 
     def _limit_reached(self) -> bool:
         limit = self._options.max_messages
@@ -521,7 +548,8 @@ class _Run:
                     error_type="DeleteFailed",
                 )
             else:
-                self._record(MessageReport(letter, Result.SUCCEEDED, result.status, result.reason))
+                done = Result.DISCARDED if result.status == DISCARDED_STATUS else Result.SUCCEEDED
+                self._record(MessageReport(letter, done, result.status, result.reason))
 
     def _keep(
         self,

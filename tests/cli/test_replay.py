@@ -199,6 +199,7 @@ def test_every_format_replays_locally_and_only_successes_are_deleted(
         "skipped": 0,
         "unrecognised": 0,
         "wouldReplay": 0,
+        "discarded": 0,
     }
     assert report.exit_status == EXIT_STILL_FAILING
     # Only the failure is left, visible again at once, and was not dead-lettered a second time.
@@ -426,6 +427,77 @@ def test_unrecognisable_bodies_are_reported_and_kept(
     assert report.counts["succeeded"] == 1
     assert report.exit_status == EXIT_UNRECOGNISED
     assert visible(clients, world) == 2
+
+
+SCHEDULED_RUN = {
+    "version": "0",
+    "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+    "detail-type": "Scheduled Event",
+    "source": "aws.events",
+    "account": "123456789012",
+    "time": "2026-11-20T10:00:00Z",
+    "region": "us-east-1",
+    "resources": ["arn:aws:events:us-east-1:123456789012:rule/cache-ingress-reconcile"],
+    "detail": {},
+}
+
+
+def test_a_failed_scheduled_run_is_kept_with_what_to_do_never_replayed(
+    clients: dict[str, Any],
+    world: SeededWorld,
+    queue: DeadLetterQueue,
+    send: Callable[..., str],
+    local: Callable[[], LocalReplayer],
+) -> None:
+    # Given a reconciliation run that failed, and a tag event, in the queue
+    sweep = send(on_failure_record(SCHEDULED_RUN, error_type="ReconcileError"))
+    send(on_failure_record(tag_change(event_id="e-fine")))
+
+    report = replay(queue, local(), fast())
+
+    # Then the tag event is replayed and the sweep's record is kept, pointing at reconcile
+    [kept] = [m for m in report.messages if m.message.message_id == sweep]
+    assert kept.result is Result.SKIPPED
+    assert kept.reason is not None and "cache-ingress reconcile" in kept.reason
+    assert "--discard-scheduled-runs" in kept.reason
+    assert report.counts["succeeded"] == 1
+    assert report.exit_status == EXIT_OK
+    assert visible(clients, world) == 1
+    letter = read_dead_letter(
+        clients["sqs"].receive_message(QueueUrl=world.dead_letter_queue_url)["Messages"][0]
+    )
+    assert isinstance(letter, DeadLetter)
+    assert letter.scheduled_run
+    assert letter.as_dict(datetime.now(UTC))["scheduledRun"] is True
+
+
+def test_discarding_scheduled_runs_deletes_them_and_replays_nothing_for_them(
+    clients: dict[str, Any],
+    world: SeededWorld,
+    queue: DeadLetterQueue,
+    send: Callable[..., str],
+) -> None:
+    sweep = send(on_failure_record(SCHEDULED_RUN, error_type="ReconcileError"))
+
+    dry = replay(
+        queue,
+        lambda letter: pytest.fail("never replayed"),
+        fast(dry_run=True, discard_scheduled_runs=True),
+    )
+    assert [m.reason for m in dry.messages] == ["would be discarded (--discard-scheduled-runs)"]
+    assert visible(clients, world) == 1
+
+    report = replay(
+        queue, lambda letter: pytest.fail("never replayed"), fast(discard_scheduled_runs=True)
+    )
+
+    [discarded] = report.messages
+    assert discarded.message.message_id == sweep
+    assert discarded.result is Result.DISCARDED
+    assert report.counts["discarded"] == 1
+    assert report.counts["replayed"] == 0
+    assert report.exit_status == EXIT_OK
+    assert visible(clients, world) == 0
 
 
 # --- safety under repetition and concurrency ----------------------------------------------
@@ -773,6 +845,7 @@ def test_a_missing_cache_group_replayed_locally_after_the_operator_creates_it(
         "skipped": 0,
         "unrecognised": 0,
         "wouldReplay": 0,
+        "discarded": 0,
         "exitStatus": 0,
     }
     assert granted(clients, "inventory-cache-sg") == ["inventory-app"]
@@ -791,6 +864,7 @@ def test_a_missing_cache_group_replayed_locally_after_the_operator_creates_it(
                 "skipped": 0,
                 "unrecognised": 0,
                 "wouldReplay": 0,
+                "discarded": 0,
                 "exitStatus": 0,
             }
         }

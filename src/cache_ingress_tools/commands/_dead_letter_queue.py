@@ -247,6 +247,8 @@ def event_cell(message: DeadLetter | Unrecognised) -> str:
 
 
 def groups_cell(message: DeadLetter | Unrecognised) -> str:
+    if isinstance(message, DeadLetter) and message.scheduled_run:
+        return "(reconcile run)"
     if isinstance(message, Unrecognised) or not message.security_groups:
         return "-"
     groups = message.security_groups

@@ -84,6 +84,12 @@ def register(subparsers: Any) -> None:
         "--dry-run", action="store_true", help="show what would be replayed; change nothing"
     )
     parser.add_argument(
+        "--discard-scheduled-runs",
+        action="store_true",
+        help="delete failed scheduled reconciliation runs (once `cache-ingress reconcile` has "
+        "run) instead of keeping them; they are never replayed",
+    )
+    parser.add_argument(
         "--concurrency",
         type=positive_integer,
         default=DEFAULT_CONCURRENCY,
@@ -133,6 +139,7 @@ def run(
         concurrency=arguments.concurrency,
         visibility_timeout=arguments.visibility_timeout,
         wait_seconds=arguments.wait_seconds,
+        discard_scheduled_runs=arguments.discard_scheduled_runs,
     )
     now = datetime.now(UTC)
     total = queue.approximate_count()
@@ -271,6 +278,8 @@ def _write_result(out: IO[str], result: ReplayReport, *, as_json: bool) -> None:
             f"still failing {counts['stillFailing']}"
         )
     line += f"; skipped {counts['skipped']}; unrecognised {counts['unrecognised']}"
+    if counts["discarded"]:
+        line += f"; discarded {counts['discarded']} scheduled run(s)"
     if result.aborted:
         line += f"; stopped early: {result.aborted}"
     out.write(f"{line} (exit status {result.exit_status})\n")
