@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.metrics.provider import cold_start
 
 from cache_ingress.authorizer import Authorizer
 from cache_ingress.errors import TransientFailureError
@@ -575,7 +576,28 @@ def test_the_handler_logs_one_structured_line_per_decision(
         assert line["correlation_id"] == "5f1d3c1a-0003-4b6e-9d3e-000000000003"
         assert {"group_id", "group_name", "owner_id", "target", "outcome", "reason"} <= set(line)
         assert "tags" not in line
-    [emf] = [line for line in lines if "_aws" in line]
+    # (A first invocation in this process also writes a ColdStart document: not this one.)
+    [emf] = [line for line in lines if "_aws" in line and "ColdStart" not in line]
     assert emf["Authorized"] == [1.0]
     assert emf["Denied"] == [1.0]
     assert emf["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "CacheIngress"
+
+
+def test_a_cold_start_is_counted_once_by_its_own_metric(
+    function_environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr(logger.registered_handler, "stream", stream)
+    monkeypatch.setattr(sys, "stdout", stream)
+    # As in a new execution environment (Powertools keeps this flag per process).
+    monkeypatch.setattr(cold_start, "is_cold_start", True)
+
+    for _ in range(2):
+        lambda_handler(load_event("tag-change-unknown-target.json"), FakeLambdaContext())
+
+    documents = [json.loads(line) for line in stream.getvalue().splitlines() if '"_aws"' in line]
+    [cold] = [d for d in documents if "ColdStart" in d]
+    assert cold["ColdStart"] == [1.0]
+    assert cold["function_name"] == FakeLambdaContext().function_name
+    assert cold["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "CacheIngress"
+    assert sum("Events" in d for d in documents) == 2
