@@ -46,6 +46,18 @@ def eager_switching() -> Iterator[None]:
         sys.setswitchinterval(before)
 
 
+def records_table(clients: dict[str, Any]) -> Any:
+    """A table keyed like the idempotency table (`id`); returns the DynamoDB client."""
+    dynamodb = clients["dynamodb"]
+    dynamodb.create_table(
+        TableName="records",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return dynamodb
+
+
 def race(attempt: Callable[[int], bool]) -> Counter[int]:
     """Every thread attempts every key once; how many attempts succeeded, per key."""
     wins: Counter[int] = Counter()
@@ -70,13 +82,7 @@ def race(attempt: Callable[[int], bool]) -> Counter[int]:
 def test_conditional_puts_on_one_key_admit_exactly_one_writer(
     clients: dict[str, Any], eager_switching: None
 ) -> None:
-    dynamodb = clients["dynamodb"]
-    dynamodb.create_table(
-        TableName="records",
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    dynamodb = records_table(clients)
 
     def put_once(key: int) -> bool:
         try:
@@ -98,13 +104,7 @@ def test_conditional_puts_on_one_key_admit_exactly_one_writer(
 def test_conditional_updates_on_one_key_admit_exactly_one_writer(
     clients: dict[str, Any], eager_switching: None
 ) -> None:
-    dynamodb = clients["dynamodb"]
-    dynamodb.create_table(
-        TableName="records",
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    dynamodb = records_table(clients)
     for key in range(KEYS):
         dynamodb.put_item(
             TableName="records", Item={"id": {"S": f"key-{key}"}, "status": {"S": "INPROGRESS"}}
