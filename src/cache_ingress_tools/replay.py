@@ -46,6 +46,8 @@ SCHEDULED_RUN_REASON = (
     "(or wait for the next scheduled run), then remove it with --discard-scheduled-runs"
 )
 DISCARDED_STATUS = "discarded"
+NOT_SELECTED = "not selected"
+OVER_MAX = "over --max"
 SUCCESS_STATUSES = frozenset({"completed", "ignored"})
 # Errors that will fail every message the same way: stop the run instead of repeating them.
 FATAL_CODES = frozenset(
@@ -380,7 +382,13 @@ def peek(
     report = replay(queue, dry_run_processor, options, now=now)
     if report.aborted is not None:
         raise QueueError(report.aborted)
-    return [m.message for m in report.messages if m.result is not Result.SKIPPED]
+    # Skipped for the selection or --max: not asked for. A scheduled run, which a replay
+    # skips too, is listed: peek shows everything that is there.
+    return [
+        m.message
+        for m in report.messages
+        if m.result is not Result.SKIPPED or m.reason == SCHEDULED_RUN_REASON
+    ]
 
 
 def dry_run_processor(_letter: DeadLetter) -> ProcessResult:
@@ -470,11 +478,11 @@ class _Run:
             if isinstance(message, Unrecognised):
                 self._keep(received, message, Result.UNRECOGNISED, reason=message.reason)
             elif not self._options.selection.matches(message, self._now):
-                self._keep(received, message, Result.SKIPPED, reason="not selected")
+                self._keep(received, message, Result.SKIPPED, reason=NOT_SELECTED)
             elif message.scheduled_run:
                 self._take_scheduled_run(received, message)
             elif self._limit_reached():
-                self._keep(received, message, Result.SKIPPED, reason="over --max")
+                self._keep(received, message, Result.SKIPPED, reason=OVER_MAX)
             else:
                 self._selected += 1
                 if self._options.dry_run:

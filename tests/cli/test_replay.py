@@ -454,8 +454,13 @@ def test_a_failed_scheduled_run_is_kept_with_what_to_do_never_replayed(
     send(on_failure_record(tag_change(event_id="e-fine")))
 
     report = replay(queue, local(), fast())
+    # (peek runs after the replay here, so that the queue holds only the sweep's record)
 
-    # Then the tag event is replayed and the sweep's record is kept, pointing at reconcile
+    # Then peek lists it (a replay skips it, peek shows everything there)
+    [listed] = peek(queue, wait_seconds=0)
+    assert isinstance(listed, DeadLetter)
+    assert listed.message_id == sweep
+    # And the tag event is replayed and the sweep's record is kept, pointing at reconcile
     [kept] = [m for m in report.messages if m.message.message_id == sweep]
     assert kept.result is Result.SKIPPED
     assert kept.reason is not None and "cache-ingress reconcile" in kept.reason
