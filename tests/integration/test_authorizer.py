@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +13,6 @@ from aws_lambda_powertools.metrics.provider import cold_start
 from cache_ingress.authorizer import Authorizer
 from cache_ingress.errors import TransientFailureError
 from cache_ingress.handler import lambda_handler
-from cache_ingress.observability import logger
 from cache_ingress_tools.emulator.cache_security_groups import set_classic_enabled
 from cache_ingress_tools.emulator.scenario import SeededWorld
 from tests.integration.conftest import dead_letters
@@ -31,6 +28,7 @@ from tests.support.events import (
 )
 from tests.support.faults import Fault
 from tests.support.lambda_context import FakeLambdaContext
+from tests.support.output import capture_function_output
 
 pytestmark = pytest.mark.integration
 
@@ -559,10 +557,7 @@ def test_a_replay_wrapper_reports_failure_instead_of_dead_lettering_again(
 def test_the_handler_logs_one_structured_line_per_decision(
     function_environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Powertools' handler holds the stdout it found at import; read what it writes.
-    stream = io.StringIO()
-    monkeypatch.setattr(logger.registered_handler, "stream", stream)
-    monkeypatch.setattr(sys, "stdout", stream)
+    stream = capture_function_output(monkeypatch)
 
     lambda_handler(load_event("tag-change-unknown-target.json"), FakeLambdaContext())
 
@@ -586,9 +581,7 @@ def test_the_handler_logs_one_structured_line_per_decision(
 def test_a_cold_start_is_counted_once_by_its_own_metric(
     function_environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stream = io.StringIO()
-    monkeypatch.setattr(logger.registered_handler, "stream", stream)
-    monkeypatch.setattr(sys, "stdout", stream)
+    stream = capture_function_output(monkeypatch)
     # As in a new execution environment (Powertools keeps this flag per process).
     monkeypatch.setattr(cold_start, "is_cold_start", True)
 

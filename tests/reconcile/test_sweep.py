@@ -5,9 +5,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,7 @@ from typing import Any
 import pytest
 
 from cache_ingress.authorizer import Authorizer
-from cache_ingress.observability import logger, metrics
+from cache_ingress.observability import metrics
 from cache_ingress.reconcile import ReconcileOptions, Reconciler, current_reconciler
 from cache_ingress.reconcile_handler import lambda_handler
 from cache_ingress_tools.emulator.scenario import SeededWorld
@@ -42,6 +40,7 @@ from tests.support.events import (
     load_event,
 )
 from tests.support.lambda_context import FakeLambdaContext
+from tests.support.output import capture_function_output
 
 pytestmark = pytest.mark.integration
 
@@ -353,10 +352,7 @@ def handler_environment(
 def test_the_scheduled_handler_logs_each_drift_and_repair_and_publishes_metrics(
     handler_environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Powertools' handler holds the stdout it found at import; read what it writes.
-    stream = io.StringIO()
-    monkeypatch.setattr(logger.registered_handler, "stream", stream)
-    monkeypatch.setattr(sys, "stdout", stream)
+    stream = capture_function_output(monkeypatch)
 
     summary = lambda_handler(SCHEDULED_EVENT, FakeLambdaContext())
 
