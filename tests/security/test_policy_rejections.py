@@ -159,6 +159,68 @@ BAD_POLICIES: list[tuple[str, str, str]] = [
     ),
     ("principals-bare-wildcard", _allow("      principals: ['*']\n"), "must be an ARN pattern"),
     (
+        "principals-too-few-fields",
+        _allow("      principals: ['arn:aws:sts::assumed-role/platform/*']\n"),
+        "must be an ARN pattern",
+    ),
+    (
+        "principals-wildcard-principal-type",
+        _allow("      principals: ['arn:aws:iam::123456789012:*']\n"),
+        "write the principal type out",
+    ),
+    (
+        "principals-wildcard-role-name",
+        _allow("      principals: ['arn:aws:sts::123456789012:assumed-role/*/alice']\n"),
+        "write the role name out",
+    ),
+    (
+        "principals-partial-wildcard-role-name",
+        _allow("      principals: ['arn:aws:sts::123456789012:assumed-role/platform*/alice']\n"),
+        "write the role name out",
+    ),
+    (
+        "principals-with-a-space",
+        _allow("      principals: ['arn:aws:iam::123456789012:user/a b']\n"),
+        "holds a space",
+    ),
+    # Printable ASCII only: a look-alike character never passes for another (U+0435 is
+    # Cyrillic e, U+043E Cyrillic o, U+00A0 a no-break space, U+200B a zero-width space).
+    (
+        "principals-look-alike",
+        _allow("      principals: ['arn:aws:sts::123456789012:assumed-role/platf\u043erm/*']\n"),
+        "(U+043E)",
+    ),
+    (
+        "required-tag-key-look-alike",
+        _allow("      required_tags: {\u0435nv: prod}\n"),
+        "targets.orders.allow.required_tags: tag key '\u0435nv' holds '\u0435' (U+0435)",
+    ),
+    (
+        "required-tag-value-look-alike",
+        _allow("      required_tags: {env: pr\u043ed}\n"),
+        "targets.orders.allow.required_tags.env: 'pr\u043ed' holds",
+    ),
+    (
+        "required-tag-value-no-break-space",
+        _allow('      required_tags: {env: "prod\u00a0"}\n'),
+        "(U+00A0)",
+    ),
+    (
+        "required-tag-value-zero-width",
+        _allow('      required_tags: {env: [prod, "prod\u200b"]}\n'),
+        "(U+200B)",
+    ),
+    (
+        "tag-key-look-alike",
+        _policy(head="version: 1\ntag_key: cache-ingr\u0435ss\n"),
+        "tag_key: 'cache-ingr\u0435ss' holds",
+    ),
+    (
+        "tag-key-surrounded-by-spaces",
+        _policy(head="version: 1\ntag_key: ' cache-ingress'\n"),
+        "tag_key: ' cache-ingress' begins or ends with a space",
+    ),
+    (
         "required-tags-a-list",
         _allow("      required_tags: [env]\n"),
         "targets.orders.allow.required_tags: must be a mapping",

@@ -11,7 +11,8 @@ Reference (the README repeats it for reviewers)::
         allow:
           owner_accounts: ["111122223333"]   # optional; default: the function's own account
           required_tags: {env: prod}         # optional; value or list of accepted values
-          principals: ["arn:aws:sts::111122223333:assumed-role/platform/*"]  # optional
+          # optional; who may tag: `*` and `?` never match `/` or `:`
+          principals: ["arn:aws:sts::111122223333:assumed-role/platform/*"]
       sessions:                     # a VPC cache: one of these three destinations instead
         replication_group: sessions-redis          # its VPC security group and port are
         # cache_cluster: legacy-memcached          # looked up through ElastiCache, or given:
@@ -21,6 +22,8 @@ A target names exactly one destination: `cache_security_group` is the classic ki
 outside a VPC); `replication_group`, `cache_cluster` and `vpc_security_group` are VPC kinds,
 granted by an inbound rule on the cache's VPC security group (see docs/vpc-targets.md).
 Anything not in this reference is an error: a typo must never widen or narrow access silently.
+Tag keys, tag values and principal patterns are printable ASCII only, so a look-alike
+character (a Cyrillic e in a key that reads `env`) can never make a rule that reads like another.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ _VPC_GROUP_ID = re.compile(r"sg-(?:[0-9a-f]{8}|[0-9a-f]{17})")
 _PORT_MAX = 65535
 _ACCOUNT = re.compile(r"[0-9]{12}")
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
+# A principal pattern is an ARN: arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE.
+_PRINCIPAL_ARN = re.compile(r"arn:[^:]+:[^:]+:[^:]*:[^:]*:(?P<resource>.+)")
+_WILDCARDS = frozenset("*?")
 _TAG_KEY_MAX = 128
 _TAG_VALUE_MAX = 256
 # The fields that name a target's destination, classic first; exactly one per target.
@@ -156,8 +162,11 @@ def _policy(document: object) -> Policy:
     if root["version"] != POLICY_VERSION or isinstance(root["version"], bool):
         raise PolicyError(f"version: must be {POLICY_VERSION}, got {root['version']!r}")
     tag_key = root.get("tag_key", "cache-ingress")
-    if not isinstance(tag_key, str) or not 0 < len(tag_key.strip()) <= _TAG_KEY_MAX:
+    if not isinstance(tag_key, str) or not 0 < len(tag_key) <= _TAG_KEY_MAX:
         raise PolicyError("tag_key: must be a non-empty string of at most 128 characters")
+    _printable_ascii(tag_key, "tag_key")
+    if tag_key != tag_key.strip(" "):
+        raise PolicyError(f"tag_key: {tag_key!r} begins or ends with a space")
     raw_targets = root["targets"]
     if not isinstance(raw_targets, Mapping) or not raw_targets:
         raise PolicyError("targets: must be a mapping naming at least one target")
@@ -169,7 +178,7 @@ def _policy(document: object) -> Policy:
                 "starting with a letter or digit"
             )
         targets[name] = _target(name, raw)
-    return Policy(version=POLICY_VERSION, tag_key=tag_key.strip(), targets=targets)
+    return Policy(version=POLICY_VERSION, tag_key=tag_key, targets=targets)
 
 
 def _target(name: str, raw: object) -> Target:
@@ -258,8 +267,7 @@ def _allow(raw: object, where: str) -> Allow:
     if "principals" in body:
         principals = _strings(body["principals"], f"{where}.principals")
         for pattern in principals:
-            if not pattern.startswith("arn:"):
-                raise PolicyError(f"{where}.principals: {pattern!r} must be an ARN pattern")
+            _principal_pattern(pattern, f"{where}.principals")
     return Allow(
         owner_accounts=owners,
         required_tags=_required_tags(body.get("required_tags", {}), f"{where}.required_tags"),
@@ -274,11 +282,54 @@ def _required_tags(raw: object, where: str) -> dict[str, tuple[str, ...]]:
     for key, value in raw.items():
         if not isinstance(key, str) or not 0 < len(key) <= _TAG_KEY_MAX:
             raise PolicyError(f"{where}: tag key {key!r} must be a string of 1-128 characters")
+        _printable_ascii(key, where, what="tag key ")
         values = (value,) if isinstance(value, str) else _strings(value, f"{where}.{key}")
         if any(len(item) > _TAG_VALUE_MAX for item in values):
             raise PolicyError(f"{where}.{key}: tag values are at most 256 characters")
+        for item in values:
+            _printable_ascii(item, f"{where}.{key}")
         tags[key] = values
     return tags
+
+
+def _principal_pattern(pattern: str, where: str) -> None:
+    """An ARN pattern whose principal type, and for an assumed role the role name, are
+    written out: a wildcard in the type (`...:123456789012:*`) would match the root user, and
+    in the role name (`assumed-role/*/alice`) it would leave only the session name, which the
+    caller chooses.
+    """
+    _printable_ascii(pattern, where)
+    if " " in pattern:
+        raise PolicyError(f"{where}: {pattern!r} holds a space; an ARN never does")
+    match = _PRINCIPAL_ARN.fullmatch(pattern)
+    if match is None:
+        raise PolicyError(
+            f"{where}: {pattern!r} must be an ARN pattern "
+            "(arn:PARTITION:SERVICE::ACCOUNT:TYPE/NAME...)"
+        )
+    segments = match["resource"].split("/")
+    if _WILDCARDS & set(segments[0]):
+        raise PolicyError(
+            f"{where}: {pattern!r}: write the principal type out (root, user/..., role/..., "
+            "assumed-role/ROLE/SESSION, federated-user/...); a wildcard there matches the "
+            "account's root user too"
+        )
+    if segments[0] == "assumed-role" and len(segments) > 1 and _WILDCARDS & set(segments[1]):
+        raise PolicyError(
+            f"{where}: {pattern!r}: write the role name out; the session name after it is "
+            "chosen by whoever assumes a role, so a wildcard role would admit anyone able to "
+            "assume any matching role"
+        )
+
+
+def _printable_ascii(text: str, where: str, *, what: str = "") -> None:
+    """Tag keys, tag values and principal patterns: printable ASCII (space to tilde) only."""
+    for char in text:
+        if not " " <= char <= "~":
+            raise PolicyError(
+                f"{where}: {what}{text[:64]!r} holds {char!r} (U+{ord(char):04X}); only printable "
+                "ASCII is allowed, so that no look-alike character can pass for another"
+            )
 
 
 def _object(
