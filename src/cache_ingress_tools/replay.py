@@ -49,6 +49,8 @@ DISCARDED_STATUS = "discarded"
 NOT_SELECTED = "not selected"
 OVER_MAX = "over --max"
 SUCCESS_STATUSES = frozenset({"completed", "ignored"})
+# The deny rule of a replayed event whose principal CloudTrail did not confirm.
+PROVENANCE_RULE = "principal-provenance"
 # Errors that will fail every message the same way: stop the run instead of repeating them.
 FATAL_CODES = frozenset(
     {
@@ -114,6 +116,9 @@ def result_from_summary(summary: object) -> ProcessResult:
             return ProcessResult(
                 False, status, "the function runs in dry-run mode: nothing was granted", "DryRun"
             )
+        unproven = _unproven_principals(summary.get("decisions"))
+        if unproven:
+            reason = f"{status}; {unproven}"
         return ProcessResult(True, status, None if reason is None else str(reason))
     return ProcessResult(
         False,
@@ -121,6 +126,19 @@ def result_from_summary(summary: object) -> ProcessResult:
         None if reason is None else str(reason),
         None if error_type is None else str(error_type),
     )
+
+
+def _unproven_principals(decisions: object) -> str | None:
+    """Targets denied because CloudTrail did not confirm the replayed event's principal: the
+    event is done (its message goes), and the report says what the operator can do.
+    """
+    if not isinstance(decisions, list):
+        return None
+    denied = [d for d in decisions if isinstance(d, Mapping) and d.get("rule") == PROVENANCE_RULE]
+    if not denied:
+        return None
+    targets = ", ".join(sorted({str(d.get("target")) for d in denied}))
+    return f"{targets} denied ({PROVENANCE_RULE}): {denied[0].get('reason')}"
 
 
 # --- selection ----------------------------------------------------------------------------
@@ -645,7 +663,7 @@ class LocalReplayer:
         )
         try:
             summary = self._authorizer.handle(
-                letter.event, cast("LambdaContext", context), dead_letter=False
+                letter.event, cast("LambdaContext", context), replay=True
             )
         except TransientFailureError as exc:
             return ProcessResult(False, "retry-later", str(exc), TransientFailureError.code)

@@ -47,6 +47,7 @@ from tests.support.events import (
     load_event,
     tag_change,
 )
+from tests.support.tagging import Tagger
 
 pytestmark = pytest.mark.cli
 
@@ -170,11 +171,11 @@ def test_every_format_replays_locally_and_only_successes_are_deleted(
     local: Callable[[], LocalReplayer],
     authorize_calls: list[dict[str, Any]],
 ) -> None:
-    # Given one message in each AWS format, and one that will fail again
+    # Given one message in each AWS format, and one that will fail again; the CloudTrail one
+    # is a real call by the platform role (payments requires it), which CloudTrail confirms.
     send(on_failure_record(tag_change(ORDERS_GROUP, event_id="e-record")))
-    send(
-        json.dumps(create_tags([PAYMENTS_GROUP], event_id="e-bridge")), eventbridge_dlq_attributes()
-    )
+    platform_call = Tagger("platform", "alice").tag(PAYMENTS_GROUP, {"cache-ingress": "payments"})
+    send(json.dumps({**platform_call, "id": "e-bridge"}), eventbridge_dlq_attributes())
     send(json.dumps(tag_change(ORDERS_GROUP, event_id="e-legacy")), lambda_dlq_attributes())
     failing = load_event("tag-change-cache-group-missing.json")
     send(on_failure_record(failing))
@@ -516,9 +517,12 @@ def test_two_replays_of_one_queue_at_once_grant_once(
     local: Callable[[], LocalReplayer],
     authorize_calls: list[dict[str, Any]],
 ) -> None:
-    # Given six events, each in the queue three times (two AWS formats and a copy)
+    # Given six events, each in the queue three times (two AWS formats and a copy); the
+    # payments ones are real calls by the platform role, which CloudTrail confirms
+    platform = Tagger("platform", "alice")
     events = [tag_change(ORDERS_GROUP, event_id=f"e-orders-{i}") for i in range(3)] + [
-        create_tags([PAYMENTS_GROUP], event_id=f"e-payments-{i}") for i in range(3)
+        {**platform.tag(PAYMENTS_GROUP, {"cache-ingress": "payments"}), "id": f"e-payments-{i}"}
+        for i in range(3)
     ]
     sent = set()
     for event in events:

@@ -317,7 +317,7 @@ def test_a_missing_replication_group_dead_letters_and_a_replay_grants_once_it_ex
         CacheSubnetGroupName="caches",
         SecurityGroupIds=[REPORTS_GROUP],
     )
-    replayed = authorizer.handle(event, FakeLambdaContext(), dead_letter=False)
+    replayed = authorizer.handle(event, FakeLambdaContext(), replay=True)
 
     assert replayed["status"] == "completed"
     assert replayed["counts"] == {"authorized": 1}

@@ -147,10 +147,10 @@ def make_burst(world: BurstWorld, unique_events: int, *, seed: int = 6) -> Burst
         group_id = chooser.choice(group_ids)
         event_id = f"burst-{seed}-{number:05d}"
         if chooser.random() < 0.5:
-            event, principal = tag_change(group_id, event_id=event_id), None
+            event = tag_change(group_id, event_id=event_id)
         else:
-            event, principal = create_tags([group_id], event_id=event_id), PLATFORM_PRINCIPAL
-        for permit in oracle.permitted([group_id], world.groups, principal, policy, scope):
+            event = create_tags([group_id], event_id=event_id, principal=PLATFORM_PRINCIPAL)
+        for permit in oracle.permitted([group_id], world.groups, event, policy, scope):
             cache_group, group_name, _ = permit.authorize_parameters
             expected[(event_id, cache_group, group_name)] += 1
         deliveries += [event] * chooser.choice((1, 1, 2, 3))

@@ -173,6 +173,6 @@ def shared_world() -> Iterator[SharedWorld]:
         session = shared_session()
         clients = {
             name: session.client(name, region_name="us-east-1", config=TEST_CLIENT_CONFIG)  # type: ignore[call-overload]
-            for name in SERVICES
+            for name in (*SERVICES, "cloudtrail")
         }
         yield SharedWorld(clients, seed(load_scenario(), clients))

@@ -1,17 +1,19 @@
-"""An independent oracle: which (group, target) pairs the policy reference allows.
+"""An independent oracle: which (group, target) pairs the documented rules allow.
 
-Written from the policy reference (the docstring of `cache_ingress/policy.py`, repeated in
-the README, and docs/vpc-targets.md) and the AWS facts, not from the decision code: it
-imports nothing from `cache_ingress`, reads the policy as the plain document a reviewer
-reads, and matches principal patterns with its own wildcard matcher. Where it and the
-function disagree, one of them misreads the reference, and the tests say which pair.
+Written from the README ("Deny rules", "Policy reference", "Replays and the principal"),
+docs/vpc-targets.md and the AWS event formats, not from the decision code: it imports
+nothing from `cache_ingress`, reads the policy as the plain document a reviewer reads, reads
+the event as the raw EventBridge JSON AWS sends, and matches principal patterns with its own
+wildcard matcher. Where it and the function disagree, one of them misreads the rules, and
+the tests say which pair.
 
-The reference, as read here:
+The rules, as read here:
 
 - The function serves one account and one region: an event from elsewhere grants nothing.
 - Only groups that exist now count, with the tags, owner and region they have now.
 - The group's `tag_key` tag (default `cache-ingress`) holds comma-separated target names;
-  items are trimmed, empty items and repeats mean nothing.
+  ASCII spaces around a name are trimmed and nothing else; empty items and repeats mean
+  nothing.
 - A target name not in the policy grants nothing.
 - A target's cache lives in its `region`, or the function's region when absent; ingress
   never crosses regions.
@@ -19,8 +21,17 @@ The reference, as read here:
   function's own account when that list is absent.
 - Each `allow.required_tags` key must be on the group now with one of the accepted values
   (a single string or a list of strings).
-- With `allow.principals`, the event must name a principal matching one of the patterns,
-  where `*` is any run of characters and `?` exactly one, and nothing else is special.
+- With `allow.principals`:
+  - the event must be a CloudTrail event whose `userIdentity.arn` matches one of the
+    patterns, where `*` is any run of characters and `?` exactly one, neither ever matching
+    `/` or `:`, and nothing else is special;
+  - the call itself must have named the target: a `CreateTags` whose `tagSet`, or a
+    `CreateSecurityGroup` whose `security-group` tag specification, sets the tag key exactly
+    once to a value naming it (a `DeleteTags` or a Tag Change never does);
+  - a replayed event (one carrying `replay-name`, or replayed by the operator from the
+    dead-letter queue) counts only when CloudTrail's history holds a record under the
+    event's `eventID`, made within the last 90 days, that succeeded and has the same event
+    source, event name, principal, security groups, tag set, region and account.
 - A VPC target (`vpc_security_group`, `replication_group`, `cache_cluster`) is granted by a
   rule on the cache's VPC security group, TCP on the cache's port, from the tagged group;
   the tagged group must be in a VPC, the same as the cache's security group's. Nothing is
@@ -30,10 +41,13 @@ The reference, as read here:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 DEFAULT_TAG_KEY = "cache-ingress"
+CLOUDTRAIL = ("aws.ec2", "AWS API Call via CloudTrail")
+HISTORY = timedelta(days=90)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +65,19 @@ class Scope:
             self.function_account,
             self.function_region,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """How the event reached the function, and what CloudTrail's history holds.
+
+    `history` maps an eventID to CloudTrail's record of it (the JSON object LookupEvents
+    returns as CloudTrailEvent). `operator_replay`: sent by `cache-ingress replay`.
+    """
+
+    operator_replay: bool = False
+    history: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    now: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +114,10 @@ class Permit:
 
 
 def named_targets(tag_value: str) -> list[str]:
-    """Target names in a tag value, in order, each once."""
+    """Target names in a tag value, in order, each once; only ASCII spaces are trimmed."""
     names: list[str] = []
     for item in tag_value.split(","):
-        name = item.strip()
+        name = item.strip(" ")
         if name and name not in names:
             names.append(name)
     return names
@@ -106,7 +133,7 @@ def named_pairs(
     target the group's tag names now, or (group, None) when it names none, the group is
     gone, or the event is out of scope.
     """
-    tag_key = str(policy.get("tag_key", DEFAULT_TAG_KEY)).strip()
+    tag_key = str(policy.get("tag_key", DEFAULT_TAG_KEY))
     pairs: set[tuple[str, str | None]] = set()
     for group_id in group_ids:
         group = groups.get(group_id)
@@ -124,12 +151,14 @@ def named_pairs(
 def permitted(
     group_ids: Iterable[str],
     groups: Mapping[str, Mapping[str, Any]],
-    principal: str | None,
+    event: Mapping[str, Any],
     policy: Mapping[str, Any],
     scope: Scope,
     caches: Mapping[str, CacheFacts] | None = None,
+    delivery: Delivery | None = None,
 ) -> set[Permit]:
-    """The pairs the policy allows to be granted for an event naming `group_ids`.
+    """The pairs the rules allow to be granted for `event` (the raw EventBridge event),
+    which names `group_ids`.
 
     `groups` maps group id to the group as it is now: `name`, `owner_id`, `region`, `tags`,
     and `vpc_id` (None outside a VPC). `caches` maps a VPC target's name to its cache's
@@ -137,7 +166,8 @@ def permitted(
     """
     if not scope.in_scope:
         return set()
-    tag_key = str(policy.get("tag_key", DEFAULT_TAG_KEY)).strip()
+    delivery = delivery or Delivery()
+    tag_key = str(policy.get("tag_key", DEFAULT_TAG_KEY))
     targets: Mapping[str, Any] = policy.get("targets") or {}
     permits: set[Permit] = set()
     for group_id in group_ids:
@@ -146,7 +176,11 @@ def permitted(
             continue
         for name in named_targets(group["tags"][tag_key]):
             target = targets.get(name)
-            if target is None or not _target_allows(target, group, principal, scope):
+            if target is None or not _target_allows(target, group, scope):
+                continue
+            if "principals" in (target.get("allow") or {}) and not _caller_allowed(
+                target["allow"]["principals"], name, tag_key, event, delivery
+            ):
                 continue
             permit = Permit(group_id, name, group["name"], group["owner_id"])
             if "cache_security_group" in target:
@@ -159,9 +193,7 @@ def permitted(
     return permits
 
 
-def _target_allows(
-    target: Mapping[str, Any], group: Mapping[str, Any], principal: str | None, scope: Scope
-) -> bool:
+def _target_allows(target: Mapping[str, Any], group: Mapping[str, Any], scope: Scope) -> bool:
     allow: Mapping[str, Any] = target.get("allow") or {}
     cache_region = target.get("region") or scope.function_region
     if group["region"] != cache_region:
@@ -174,13 +206,83 @@ def _target_allows(
         values = [accepted] if isinstance(accepted, str) else list(accepted)
         if key not in group["tags"] or group["tags"][key] not in values:
             return False
-    patterns = allow.get("principals")
-    if patterns is not None:
-        if principal is None:
-            return False
-        if not any(wildcard_match(pattern, principal) for pattern in patterns):
-            return False
     return True
+
+
+# --- who asked ------------------------------------------------------------------------------
+
+
+def _caller_allowed(
+    patterns: Iterable[str],
+    target: str,
+    tag_key: str,
+    event: Mapping[str, Any],
+    delivery: Delivery,
+) -> bool:
+    if (event.get("source"), event.get("detail-type")) != CLOUDTRAIL:
+        return False
+    detail = event.get("detail") or {}
+    principal = (detail.get("userIdentity") or {}).get("arn")
+    if not isinstance(principal, str):
+        return False
+    if not any(wildcard_match(pattern, principal) for pattern in patterns):
+        return False
+    values = [value for key, value in request_tags(detail) if key == tag_key]
+    if len(values) != 1 or target not in named_targets(values[0]):
+        return False
+    replayed = delivery.operator_replay or "replay-name" in event
+    return not replayed or cloudtrail_confirms(detail, delivery)
+
+
+def request_tags(detail: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The tags the call itself set: CreateTags' tagSet, or CreateSecurityGroup's tag
+    specifications of resource type security-group. Any other call sets none that count.
+    """
+    parameters = detail.get("requestParameters") or {}
+    if detail.get("eventName") == "CreateTags":
+        items = (parameters.get("tagSet") or {}).get("items") or []
+    elif detail.get("eventName") == "CreateSecurityGroup":
+        items = [
+            tag
+            for specification in (parameters.get("tagSpecificationSet") or {}).get("items") or []
+            if specification.get("resourceType") == "security-group"
+            for tag in specification.get("tags") or []
+        ]
+    else:
+        return []
+    return [(str(item["key"]), str(item.get("value", ""))) for item in items]
+
+
+def cloudtrail_confirms(detail: Mapping[str, Any], delivery: Delivery) -> bool:
+    """CloudTrail holds the same successful call under the event's eventID, within 90 days."""
+    record = delivery.history.get(str(detail.get("eventID")))
+    if record is None or "errorCode" in record:
+        return False
+    made = datetime.fromisoformat(str(record["eventTime"]).replace("Z", "+00:00"))
+    if (delivery.now or datetime.now(UTC)) - made > HISTORY:
+        return False
+    return _call_facts(record) == _call_facts(detail)
+
+
+def _call_facts(call: Mapping[str, Any]) -> tuple[Any, ...]:
+    parameters = call.get("requestParameters") or {}
+    groups = sorted(
+        str(item["resourceId"])
+        for item in (parameters.get("resourcesSet") or {}).get("items") or []
+        if str(item["resourceId"]).startswith("sg-")
+    )
+    created = (call.get("responseElements") or {}).get("groupId")
+    if call.get("eventName") == "CreateSecurityGroup":
+        groups = [str(created)]
+    return (
+        call.get("eventSource"),
+        call.get("eventName"),
+        (call.get("userIdentity") or {}).get("arn"),
+        groups,
+        sorted(request_tags(call)),
+        call.get("awsRegion"),
+        call.get("recipientAccountId"),
+    )
 
 
 def is_account_id(value: str) -> bool:
@@ -189,27 +291,22 @@ def is_account_id(value: str) -> bool:
 
 
 def wildcard_match(pattern: str, text: str) -> bool:
-    """`*` matches any run of characters (also none), `?` exactly one; the rest literally.
+    """`*` matches any run of characters (also none) and `?` exactly one, neither ever
+    matching `/` or `:`; the rest literally.
 
-    The classic two-pointer matcher with backtracking to the last star: no regular
-    expressions, so it cannot share a bug with a regex translation.
+    A recursive matcher written for reading, not speed (patterns and ARNs are short): no
+    regular expressions, so it cannot share a bug with a regex translation.
     """
-    p = t = 0
-    star = -1
-    resume = 0
-    while t < len(text):
-        if p < len(pattern) and pattern[p] == "*":
-            star, resume = p, t
-            p += 1
-        elif p < len(pattern) and (pattern[p] == "?" or pattern[p] == text[t]):
-            p += 1
-            t += 1
-        elif star >= 0:
-            p = star + 1
-            resume += 1
-            t = resume
-        else:
-            return False
-    while p < len(pattern) and pattern[p] == "*":
-        p += 1
-    return p == len(pattern)
+    if not pattern:
+        return not text
+    head, rest = pattern[0], pattern[1:]
+    if head == "*":
+        # Either the star matches nothing more, or it takes one more segment character.
+        return wildcard_match(rest, text) or (
+            bool(text) and text[0] not in "/:" and wildcard_match(pattern, text[1:])
+        )
+    if not text:
+        return False
+    if head == "?":
+        return text[0] not in "/:" and wildcard_match(rest, text[1:])
+    return head == text[0] and wildcard_match(rest, text[1:])

@@ -179,7 +179,7 @@ class Cell:
         before = self.shared.dead_letter_count(self.fresh.queue_url)
         try:
             summary = self.authorizer().handle(
-                event, FakeLambdaContext(remaining_millis=remaining_millis), dead_letter=not replay
+                event, FakeLambdaContext(remaining_millis=remaining_millis), replay=replay
             )
         except TransientFailureError:
             assert self.shared.dead_letter_count(self.fresh.queue_url) == before

@@ -68,7 +68,7 @@ def _oracle_parameters(case: Case, shared: SharedWorld) -> set[tuple[str, str, s
     scope = oracle.Scope(ACCOUNT, REGION, str(event["account"]), str(event["region"]))
     policy = yaml.safe_load(BUNDLED_POLICY.read_text(encoding="utf-8"))
     permits = oracle.permitted(
-        case.group_ids, shared.groups_now(case.group_ids), case.principal, policy, scope
+        case.group_ids, shared.groups_now(case.group_ids), case.event, policy, scope
     )
     return {permit.authorize_parameters for permit in permits}
 

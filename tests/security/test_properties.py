@@ -21,8 +21,10 @@ In both, the authorize calls checked are the requests the real botocore client s
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache, partial
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,8 @@ from cache_ingress.grants import Granter
 from cache_ingress.models import SecurityGroupFacts
 from cache_ingress.policy_source import PolicySource
 from cache_ingress.settings import Settings
-from cache_ingress.wiring import build_authorizer
+from cache_ingress.wiring import build_authorizer, build_principal_verifier
+from cache_ingress_tools.emulator import cloudtrail_history
 from tests.security import oracle
 from tests.security.harness import SharedWorld
 from tests.support.events import ACCOUNT, REGION, create_tags, tag_change
@@ -54,6 +57,7 @@ pytestmark = pytest.mark.integration
 # Several hundred examples in CI in total; deadline off, because moto's speed on a shared
 # machine is not what is being tested.
 MOTO_WORLD_EXAMPLES = 300
+GATED_EXAMPLES = 300
 ANY_STATE_EXAMPLES = 200
 settings.register_profile(
     "cache-ingress-security",
@@ -72,14 +76,21 @@ PRINCIPALS = (
     "arn:aws:sts::123456789012:assumed-role/platform",
     "arn:aws:sts::210987654321:assumed-role/platform/mallory",
     "arn:aws:iam::123456789012:user/ops",
+    # An IAM user with a path: `user/*` must not reach it across the `/`.
+    "arn:aws:iam::123456789012:user/team/ops",
 )
 PRINCIPAL_PATTERNS = (
     "arn:aws:sts::123456789012:assumed-role/platform/*",
     "arn:aws:sts::123456789012:assumed-role/platform/?ob",
     "arn:aws:iam::123456789012:user/*",
     "arn:aws:sts::*:assumed-role/platform/*",
-    "arn:aws:sts::123456789012:assumed-role/plat*/alice",
+    "arn:aws:sts::123456789012:assumed-role/platform/al*",
 )
+# Mostly the platform's own principal; every principal equally when principals decide.
+_PRINCIPAL_CHOICES = {
+    False: (None, PRINCIPALS[0], PRINCIPALS[0], *PRINCIPALS),
+    True: (None, *PRINCIPALS),
+}
 ACCEPTED_OUTCOMES = {"authorized", "already-authorized"}
 # Stand-ins in generated policies for VPC security groups created for each example.
 SAME_VPC_CACHE = "sg-00000000000000aaa"
@@ -176,7 +187,13 @@ def policies(draw: st.DrawFn, *, vpc: bool = False) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class EventShape:
-    """What the generated event says, before it names real group ids."""
+    """What the generated event says, before it names real group ids.
+
+    A CloudTrail call's own tag value (`sets`) is drawn apart from the tags the groups carry
+    now: the value the group holds when the function runs may have been set by anyone.
+    `replay` says how the event arrives (straight from EventBridge, as an archive replay,
+    or replayed by the operator) and `history` what CloudTrail's event history holds for it.
+    """
 
     kind: str
     account: str
@@ -184,32 +201,59 @@ class EventShape:
     principal: str | None
     missing_groups: int
     repeat_first: bool
+    sets: str
+    other_value: str
+    replay: str
+    history: str
 
 
 @st.composite
-def event_shapes(draw: st.DrawFn) -> EventShape:
-    kind = draw(
-        st.sampled_from(
-            ["tag-change", "CreateTags", "CreateTags", "DeleteTags", "CreateSecurityGroup"]
-        )
-    )
+def event_shapes(draw: st.DrawFn, *, in_scope_calls: bool = False) -> EventShape:
+    """Any event; with `in_scope_calls`, only CloudTrail calls from the function's account and
+    region, which are the ones a principal-gated target can be granted for."""
+    calls = ["CreateTags", "CreateTags", "DeleteTags", "CreateSecurityGroup"]
+    kind = draw(st.sampled_from(calls if in_scope_calls else ["tag-change", *calls]))
+    elsewhere = 0 if in_scope_calls else 1
     return EventShape(
         kind=kind,
-        account=draw(st.sampled_from([ACCOUNT] * 6 + [OTHER_ACCOUNT])),
-        region=draw(st.sampled_from([REGION] * 6 + [OTHER_REGION])),
+        account=draw(st.sampled_from([ACCOUNT] * 6 + [OTHER_ACCOUNT] * elsewhere)),
+        region=draw(st.sampled_from([REGION] * 6 + [OTHER_REGION] * elsewhere)),
         principal=None
         if kind == "tag-change"
-        else draw(st.sampled_from((None, PRINCIPALS[0], PRINCIPALS[0], *PRINCIPALS))),
+        else draw(st.sampled_from(_PRINCIPAL_CHOICES[in_scope_calls])),
         missing_groups=draw(st.integers(0, 1)),
         repeat_first=draw(st.booleans()),
+        sets=draw(st.sampled_from(["current", "current", "current", "other", "none", "key"])),
+        other_value=draw(tag_values()),
+        replay=draw(st.sampled_from(["none", "none", "archive", "operator"])),
+        history=draw(
+            st.sampled_from(["same", "same", "absent", "principal", "tags", "failed", "old"])
+        ),
     )
 
 
 _event_numbers = itertools.count(1)
 
 
-def build_event(shape: EventShape, group_ids: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
-    """The event, and the group ids it names in order (as intake will read them)."""
+@dataclass
+class BuiltEvent:
+    """The event, the group ids it names in order (as intake will read them), how it is
+    delivered, and CloudTrail's record of its call (None: CloudTrail has none)."""
+
+    event: dict[str, Any]
+    named: list[str]
+    operator_replay: bool
+    record: dict[str, Any] | None
+
+    def delivery(self) -> oracle.Delivery:
+        history = {} if self.record is None else {self.record["eventID"]: self.record}
+        return oracle.Delivery(self.operator_replay, history)
+
+
+def build_event(
+    shape: EventShape, group_ids: Sequence[str], current_value: str | None
+) -> BuiltEvent:
+    """The event for `shape`; `current_value` is the tag value of the first group now."""
     named = list(group_ids)
     named += [f"sg-{0xDEAD0000 + next(_event_numbers):017x}" for _ in range(shape.missing_groups)]
     if shape.repeat_first and named:
@@ -222,7 +266,11 @@ def build_event(shape: EventShape, group_ids: Sequence[str]) -> tuple[dict[str, 
                 f"arn:aws:ec2:{shape.region}:{shape.account}:security-group/{g}" for g in named
             ],
         )
-    elif shape.kind == "CreateSecurityGroup":
+        event["account"] = shape.account
+        event["region"] = shape.region
+        return BuiltEvent(event, named, shape.replay == "operator", None)
+    tags = _call_tags(shape, current_value)
+    if shape.kind == "CreateSecurityGroup":
         named = named[:1]
         event = create_tags(
             named,
@@ -230,12 +278,64 @@ def build_event(shape: EventShape, group_ids: Sequence[str]) -> tuple[dict[str, 
             principal=shape.principal,
             name="CreateSecurityGroup",
             responseElements={"groupId": named[0]},
+            requestParameters={
+                "groupName": "app",
+                "tagSpecificationSet": {
+                    "items": [{"resourceType": "security-group", "tags": tags}]
+                },
+            },
         )
     else:
         event = create_tags(named, event_id=event_id, principal=shape.principal, name=shape.kind)
+        event["detail"]["requestParameters"]["tagSet"] = {"items": tags}
     event["account"] = shape.account
     event["region"] = shape.region
-    return event, named
+    detail = event["detail"]
+    detail["eventID"] = f"{event_id}-trail"
+    detail["eventTime"] = (
+        "2026-01-01T00:00:00Z"
+        if shape.history == "old"
+        else datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
+    if shape.replay == "archive":
+        event["replay-name"] = "archive-replay"
+    return BuiltEvent(event, named, shape.replay == "operator", _record(shape, detail))
+
+
+def _call_tags(shape: EventShape, current_value: str | None) -> list[dict[str, str]]:
+    if shape.sets == "none":
+        return []
+    if shape.sets == "key":
+        return [{"key": "env", "value": "prod"}]
+    value = current_value if shape.sets == "current" and current_value is not None else None
+    return [{"key": "cache-ingress", "value": shape.other_value if value is None else value}]
+
+
+def _record(shape: EventShape, detail: dict[str, Any]) -> dict[str, Any] | None:
+    """CloudTrail's record of the call, as `shape.history` says it is."""
+    if shape.history == "absent":
+        return None
+    record: dict[str, Any] = json.loads(json.dumps(detail))
+    if shape.history == "principal":
+        record["userIdentity"]["arn"] = "arn:aws:sts::123456789012:assumed-role/developer/dev"
+    elif shape.history == "tags":
+        changed = [{"key": "cache-ingress", "value": "orders,payments"}]
+        parameters = record["requestParameters"]
+        if shape.kind == "CreateSecurityGroup":
+            parameters["tagSpecificationSet"] = {
+                "items": [{"resourceType": "security-group", "tags": changed}]
+            }
+        else:
+            parameters["tagSet"] = {"items": changed}
+    elif shape.history == "failed":
+        record["errorCode"] = "Client.UnauthorizedOperation"
+    return record
+
+
+def record_history(built: BuiltEvent) -> None:
+    """Put the call's record into the embedded AWS's CloudTrail history."""
+    if built.record is not None:
+        cloudtrail_history.record_call(built.record)
 
 
 # --- checks shared by both properties ------------------------------------------------------
@@ -281,11 +381,49 @@ def moto_cases(draw: st.DrawFn) -> MotoCase:
     )
 
 
+@st.composite
+def gated_moto_cases(draw: st.DrawFn) -> MotoCase:
+    """Policies whose targets mostly require a principal, and CloudTrail calls in scope:
+    who called, what the call itself set, what the group says now, and whether CloudTrail
+    confirms a replayed call all vary, so the principal rules decide most examples."""
+    names = draw(st.lists(st.sampled_from(TARGET_NAMES[:3]), min_size=1, max_size=3, unique=True))
+    targets: dict[str, Any] = {}
+    for name in names:
+        target: dict[str, Any] = {"cache_security_group": draw(st.sampled_from(CACHE_GROUPS[:2]))}
+        if draw(st.integers(0, 3)) > 0:
+            target["allow"] = {
+                "principals": draw(
+                    st.lists(
+                        st.sampled_from(PRINCIPAL_PATTERNS), min_size=1, max_size=2, unique=True
+                    )
+                )
+            }
+        targets[name] = target
+    return MotoCase(
+        policy={"version": 1, "tag_key": "cache-ingress", "targets": targets},
+        groups=draw(st.lists(group_tags(names), min_size=1, max_size=2)),
+        shape=draw(event_shapes(in_scope_calls=True)),
+    )
+
+
 @settings(PROFILE, max_examples=MOTO_WORLD_EXAMPLES)
 @given(case=moto_cases())
 def test_moto_world_grants_exactly_what_the_oracle_allows(
     case: MotoCase, shared: SharedWorld
 ) -> None:
+    check_moto_world(case, shared)
+
+
+@settings(PROFILE, max_examples=GATED_EXAMPLES)
+@given(case=gated_moto_cases())
+def test_principal_gated_grants_need_the_call_the_principal_and_cloudtrail(
+    case: MotoCase, shared: SharedWorld
+) -> None:
+    check_moto_world(case, shared)
+
+
+def check_moto_world(case: MotoCase, shared: SharedWorld) -> None:
+    """Everything real against moto: exactly the oracle's permits are asked of AWS, once."""
     fresh = shared.fresh(reset_world=False)
     policy, caches = _with_vpc_caches(shared, case.policy)
     shared.clients["ssm"].put_parameter(
@@ -302,13 +440,17 @@ def test_moto_world_grants_exactly_what_the_oracle_allows(
         }
     )
     group_ids = [_create_group(shared, tags) for tags in case.groups]
-    event, named = build_event(case.shape, group_ids)
+    built = build_event(case.shape, group_ids, case.groups[0].get("cache-ingress"))
+    record_history(built)
+    named = built.named
     scope = oracle.Scope(ACCOUNT, REGION, case.shape.account, case.shape.region)
     groups_now = shared.groups_now(named)
-    permits = oracle.permitted(named, groups_now, case.shape.principal, policy, scope, caches)
+    permits = oracle.permitted(
+        named, groups_now, built.event, policy, scope, caches, built.delivery()
+    )
 
     summary = build_authorizer(settings_, shared.injected_clients(settings_)).handle(
-        event, FakeLambdaContext()
+        built.event, FakeLambdaContext(), replay=built.operator_replay
     )
 
     classic = [p for p in permits if p.cache_security_group is not None]
@@ -332,11 +474,20 @@ def test_moto_world_grants_exactly_what_the_oracle_allows(
         else:
             assert decision["outcome"] in ACCEPTED_OUTCOMES, decision
     failed = any(d["outcome"] == "failed" for d in summary["decisions"])
-    assert summary["status"] == ("dead-lettered" if failed else "completed")
+    on_failure = "failed" if built.operator_replay else "dead-lettered"
+    assert summary["status"] == (on_failure if failed else "completed")
     statistic(f"status: {summary['status']}")
+    statistic(f"delivery: {case.shape.replay}")
+    gated = {
+        (p.group_id, p.target)
+        for p in permits
+        if "principals" in (policy["targets"][p.target].get("allow") or {})
+    }
+    statistic(f"principal-gated grants: {min(len(gated), 2)}")
+    statistic(f"the call set: {case.shape.sets}; CloudTrail: {case.shape.history}")
     statistic(f"authorize calls: {min(len(sent), 3)}{'+' if len(sent) > 3 else ''}")
     statistic(f"ingress rules: {min(len(rules), 2)}{'+' if len(rules) > 2 else ''}")
-    assert shared.dead_letter_count(fresh.queue_url) == int(failed)
+    assert shared.dead_letter_count(fresh.queue_url) == int(failed and not built.operator_replay)
 
 
 _group_numbers = itertools.count(1)
@@ -452,7 +603,9 @@ FAULTS = st.one_of(
     st.none(),
     st.builds(
         InjectedFault,
-        service=st.sampled_from(["elasticache", "dynamodb", "dynamodb", "dynamodb", "sqs"]),
+        service=st.sampled_from(
+            ["elasticache", "dynamodb", "dynamodb", "dynamodb", "sqs", "cloudtrail"]
+        ),
         operation=st.just(""),
         kind=st.sampled_from(["throttling", "server-error", "timeout", "access-denied"]),
         times=st.sampled_from([1, 2, None]),
@@ -462,6 +615,7 @@ _OPERATIONS = {
     "elasticache": ["AuthorizeCacheSecurityGroupIngress"],
     "dynamodb": ["PutItem", "UpdateItem", "DeleteItem", "GetItem"],
     "sqs": ["SendMessage"],
+    "cloudtrail": ["LookupEvents"],
 }
 
 
@@ -497,7 +651,10 @@ def test_any_group_state_and_faults_never_widen_a_grant_or_lose_an_event(
 ) -> None:
     fresh = shared.fresh(reset_world=False)
     settings_ = Settings.from_environ(fresh.environment)
-    event, named = build_event(case.shape, list(case.groups))
+    first = next(iter(case.groups.values()))
+    built = build_event(case.shape, list(case.groups), first.tags.get("cache-ingress"))
+    record_history(built)
+    named = built.named
     policy_file = _policy_file(tmp_path_factory.getbasetemp(), case.policy, case.broken_policy)
     authorizer = _authorizer_over(shared, settings_, policy_file, case)
     fault = _inject(shared, case)
@@ -506,10 +663,12 @@ def test_any_group_state_and_faults_never_widen_a_grant_or_lose_an_event(
         for gid, g in case.groups.items()
     }
     scope = oracle.Scope(ACCOUNT, REGION, case.shape.account, case.shape.region)
-    permits = oracle.permitted(named, plain_groups, case.shape.principal, case.policy, scope)
+    permits = oracle.permitted(
+        named, plain_groups, built.event, case.policy, scope, delivery=built.delivery()
+    )
     summary: dict[str, Any] | None = None
     try:
-        summary = authorizer.handle(event, FakeLambdaContext())
+        summary = authorizer.handle(built.event, FakeLambdaContext(), replay=built.operator_replay)
     except TransientFailureError:
         summary = None
     finally:
@@ -537,7 +696,7 @@ def test_any_group_state_and_faults_never_widen_a_grant_or_lose_an_event(
             expected = ACCEPTED_OUTCOMES if pair in permitted_pairs else FINAL_DENIALS
             assert decision["outcome"] in expected, decision
     else:
-        assert dead_lettered, summary
+        assert summary["status"] == ("failed" if built.operator_replay else "dead-lettered")
         assert summary["errorType"]
         assert summary["reason"].strip()
 
@@ -590,6 +749,7 @@ def _authorizer_over(
         describe_groups=describe,
         granter=granter,
         dead_letters=dead_letters,
+        verify_principal=build_principal_verifier(shared.injected_clients(settings_)),
     )
 
 

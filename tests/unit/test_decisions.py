@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cache_ingress.decisions import decide, target_names
-from cache_ingress.models import Grant, Outcome, SecurityGroupFacts, TagRequest
+from cache_ingress.models import Grant, Outcome, SecurityGroupFacts, TagRequest, TrailCall
 from cache_ingress.policy import parse_policy
 
 pytestmark = pytest.mark.unit
@@ -52,16 +52,34 @@ def group(
 
 
 def request(
-    *group_ids: str, principal: str | None = None, account: str = ACCOUNT, region: str = REGION
+    *group_ids: str,
+    principal: str | None = None,
+    sets: str | None = None,
+    call: str = "CreateTags",
+    account: str = ACCOUNT,
+    region: str = REGION,
+    replayed: bool = False,
 ) -> TagRequest:
+    """A Tag Change request; with `principal` (or `sets`), the CloudTrail `call` by that
+    principal, which set the tag to `sets` (default: "payments")."""
+    group_ids = group_ids or ("sg-0123456789abcdef0",)
+    if principal is None and sets is None:
+        return TagRequest("evt-1", "aws.tag", "Tag Change on Resource", account, region, group_ids)
+    tags = (
+        () if call == "DeleteTags" else (("cache-ingress", "payments" if sets is None else sets),)
+    )
+    trail = TrailCall("trail-1", call, principal, group_ids, tags)
     return TagRequest(
         "evt-1",
-        "aws.tag",
-        "Tag Change on Resource",
+        "aws.ec2",
+        "AWS API Call via CloudTrail",
         account,
         region,
-        group_ids or ("sg-0123456789abcdef0",),
+        group_ids,
         principal,
+        event_name=call,
+        trail=trail,
+        replayed=replayed,
     )
 
 
@@ -181,11 +199,12 @@ def test_principal_not_matching_is_denied(principal: str) -> None:
 
 def test_regex_characters_in_patterns_are_literal() -> None:
     policy = parse_policy(
-        "version: 1\ntargets: {a: {cache_security_group: x, allow: {principals: ['arn:a.b']}}}",
+        "version: 1\ntargets: {a: {cache_security_group: x, allow: "
+        "{principals: ['arn:aws:iam::111122223333:user/a.b']}}}",
         source="t",
     )
     plan = decide(
-        request(principal="arn:aXb"),
+        request(principal="arn:aws:iam::111122223333:user/aXb", sets="a"),
         {"sg-0123456789abcdef0": group("a")},
         policy,
         account_id=ACCOUNT,

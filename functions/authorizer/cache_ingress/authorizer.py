@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -28,6 +29,7 @@ from cache_ingress.models import (
     FailureKind,
     Grant,
     Outcome,
+    Provenance,
     SecurityGroupFacts,
     TagRequest,
 )
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from cache_ingress.settings import Settings
 
 DescribeGroups = Callable[[Sequence[str]], dict[str, SecurityGroupFacts]]
+VerifyPrincipal = Callable[[TagRequest], Provenance]
 
 _METRIC_NAMES = {
     Outcome.AUTHORIZED: "Authorized",
@@ -77,26 +80,29 @@ class Authorizer:
         describe_groups: DescribeGroups,
         granter: Callable[[], Granter],
         dead_letters: Callable[[], DeadLetterQueue],
+        verify_principal: VerifyPrincipal,
     ) -> None:
         self._settings = settings
         self._policies = policies
         self._describe_groups = describe_groups
         self._granter = granter
         self._dead_letters = dead_letters
+        self._verify_principal = verify_principal
 
     def handle(
-        self, event: object, context: LambdaContext | None = None, *, dead_letter: bool = True
+        self, event: object, context: LambdaContext | None = None, *, replay: bool = False
     ) -> dict[str, Any]:
         """Process one event; returns its summary or raises TransientFailureError.
 
-        With `dead_letter=False` (an operator's replay, which keeps the original message until
-        the replay succeeds) a permanent failure is returned as status `failed` instead of
-        being sent to the dead-letter queue again.
+        With `replay=True` (an operator's replay of a dead-lettered message, which keeps the
+        message until the replay succeeds) a permanent failure is returned as status `failed`
+        instead of being sent to the dead-letter queue again, and the event's principal
+        counts only once CloudTrail confirms it (`provenance.verify`).
         """
-        invocation = Invocation(*_invocation_fields(context), dead_letter=dead_letter)
+        invocation = Invocation(*_invocation_fields(context), dead_letter=not replay)
         metrics.add_metric(name="Events", unit=MetricUnit.Count, value=1)
         try:
-            return self._handle(event, invocation, context)
+            return self._handle(event, invocation, context, replay=replay)
         except TransientFailureError:
             raise
         except (MalformedEventError, PolicyError) as exc:
@@ -115,7 +121,12 @@ class Authorizer:
             )
 
     def _handle(
-        self, event: object, invocation: Invocation, context: LambdaContext | None
+        self,
+        event: object,
+        invocation: Invocation,
+        context: LambdaContext | None,
+        *,
+        replay: bool,
     ) -> dict[str, Any]:
         parsed = parse_event(event)
         if isinstance(parsed, Ignored):
@@ -130,15 +141,25 @@ class Authorizer:
             )
             metrics.add_metric(name="Ignored", unit=MetricUnit.Count, value=1)
             return _summary(parsed.event_id, "ignored", [], self._settings.dry_run, parsed.reason)
+        if replay and not parsed.replayed:
+            parsed = replace(parsed, replayed=True)
         policy = self._policies.current()
         groups = self._describe_groups(parsed.group_ids) if self._in_scope(parsed) else {}
-        plan = decide(
+        decide_now = partial(
+            decide,
             parsed,
             groups,
             policy,
             account_id=self._settings.account_id,
             region=self._settings.region,
         )
+        plan = decide_now()
+        if plan.unverified:
+            # Only a replayed event that would grant a principal-gated target gets here:
+            # CloudTrail is asked at most once per event (LookupEvents allows 2 a second).
+            provenance = self._verify_principal(parsed)
+            _log_provenance(parsed, provenance)
+            plan = decide_now(provenance=provenance)
         decisions = plan.decisions + self._grant(plan.grants, parsed, context)
         for decision in decisions:
             _log_decision(parsed, decision)
@@ -238,10 +259,26 @@ def _event_id(event: object) -> str | None:
     return event_id[:128] if isinstance(event_id, str) else None
 
 
+def _log_provenance(request: TagRequest, provenance: Provenance) -> None:
+    fields = {
+        "event_id": request.event_id,
+        "trail_event_id": request.trail.event_id if request.trail else None,
+        "principal": request.principal,
+        "provenance": str(provenance.status),
+        "reason": provenance.reason,
+    }
+    if provenance.verified:
+        logger.info("principal verified", extra=fields)
+    else:
+        logger.warning("principal not verified", extra=fields)
+
+
 def _log_decision(request: TagRequest, decision: Decision) -> None:
     fields = {"event_id": request.event_id, **decision.as_log_fields()}
     if request.replay_name:
         fields["replay_name"] = request.replay_name
+    if request.replayed:
+        fields["replayed"] = True
     message = f"ingress {decision.outcome}"
     if decision.outcome is Outcome.FAILED:
         logger.error(message, extra=fields)

@@ -31,6 +31,13 @@ CLIENT_CONFIG = Config(
     read_timeout=10,
 )
 
+# CloudTrail's LookupEvents allows 2 requests a second per account and region: back off
+# adaptively and try longer, so a replay of many gated events is slowed down, not failed.
+CLOUDTRAIL_CONFIG = CLIENT_CONFIG.merge(
+    Config(retries={"mode": "adaptive", "total_max_attempts": 6})
+)
+_SERVICE_CONFIG = {"cloudtrail": CLOUDTRAIL_CONFIG}
+
 _TRANSIENT_CODES = frozenset(
     {
         "Throttling",
@@ -70,7 +77,8 @@ class Clients:
     def get(self, service: str) -> Any:
         client = self._clients.get(service)
         if client is None:
-            client = boto3.client(service, region_name=self._region, config=CLIENT_CONFIG)  # type: ignore[call-overload]
+            config = _SERVICE_CONFIG.get(service, CLIENT_CONFIG)
+            client = boto3.client(service, region_name=self._region, config=config)  # type: ignore[call-overload]
             self._clients[service] = client
         return client
 

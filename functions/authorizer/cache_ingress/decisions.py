@@ -4,6 +4,11 @@ now, and the policy. It never calls AWS, so every rule is tested with plain data
 VPC targets need facts about the cache (its security group's VPC and the port): an adapter
 looks them up before the decision (`named_vpc_destinations` says which) and they arrive on
 each group's `destinations`. A fact that is missing or could not be read never grants.
+
+A replayed event's principal is only the message's word. When such an event would grant a
+target that requires a principal, the decision holds those grants back (`Plan.unverified`);
+the caller asks CloudTrail whether the call really happened and decides again with the
+answer (`provenance`). Only then, and only if CloudTrail confirms it, is the grant made.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from cache_ingress.models import (
     FailureKind,
     Grant,
     Outcome,
+    Provenance,
+    ProvenanceStatus,
     SecurityGroupFacts,
     TagRequest,
     TargetKind,
@@ -28,19 +35,32 @@ from cache_ingress.models import (
 from cache_ingress.policy import Policy, Target
 
 _ACCOUNT = re.compile(r"[0-9]{12}")
+# The calls whose own request can name a target: the tag value they set is theirs.
+_BINDING_CALLS = frozenset({"CreateTags", "CreateSecurityGroup"})
+# Around the items of a tag value, ASCII spaces are trimmed, nothing else (SECURITY.md).
+_TRIMMED = " "
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """Decisions already final (denied, not applicable) and the grants the policy allows."""
+    """Decisions already final (denied, not applicable) and the grants the policy allows.
+
+    `unverified` holds grants of a replayed event that wait for its principal to be verified
+    (decided without `provenance`); deciding again with it turns each into a grant, a denial
+    or a failure. Nothing in `unverified` may be granted as it is.
+    """
 
     decisions: list[Decision] = field(default_factory=list)
     grants: list[Grant] = field(default_factory=list)
+    unverified: list[Grant] = field(default_factory=list)
 
 
 def target_names(tag_value: str) -> tuple[str, ...]:
-    """Target names in a tag value: comma-separated, trimmed, empty items and repeats dropped."""
-    return tuple(dict.fromkeys(name.strip() for name in tag_value.split(",") if name.strip()))
+    """Target names in a tag value: comma-separated; ASCII spaces around a name are trimmed;
+    empty items and repeats dropped. Any other character is part of the name.
+    """
+    names = (name.strip(_TRIMMED) for name in tag_value.split(","))
+    return tuple(dict.fromkeys(name for name in names if name))
 
 
 def named_vpc_destinations(
@@ -68,10 +88,13 @@ def decide(
     *,
     account_id: str,
     region: str,
+    provenance: Provenance | None = None,
 ) -> Plan:
     """Decide every (group, target) pair the request names, on the groups' current state.
 
     `groups` holds the groups that exist now; a named group missing from it no longer exists.
+    `provenance` is CloudTrail's answer about a replayed event's principal; without it, a
+    replayed event's grants of principal-gated targets wait in `Plan.unverified`.
     """
     plan = Plan()
     for group_id in request.group_ids:
@@ -84,7 +107,7 @@ def decide(
                 Decision(group_id, None, Outcome.NOT_APPLICABLE, "the group no longer exists")
             )
         else:
-            _decide_group(plan, request, groups[group_id], policy, account_id, region)
+            _decide_group(plan, request, groups[group_id], policy, account_id, region, provenance)
     return plan
 
 
@@ -107,6 +130,7 @@ def _decide_group(
     policy: Policy,
     account_id: str,
     region: str,
+    provenance: Provenance | None,
 ) -> None:
     tag_value = group.tags.get(policy.tag_key)
     names = target_names(tag_value) if tag_value is not None else ()
@@ -132,17 +156,50 @@ def _decide_group(
                 )
             )
             continue
-        result = _decide_pair(group, request, target, account_id, region)
+        result = _decide_pair(group, request, target, policy.tag_key, account_id, region)
+        if isinstance(result, Grant) and request.replayed and target.allow.principals is not None:
+            if provenance is None:
+                plan.unverified.append(result)
+                continue
+            if not provenance.verified:
+                result = _unproven(result, request, provenance)
         if isinstance(result, Grant):
             plan.grants.append(result)
         else:
             plan.decisions.append(result)
 
 
+def _unproven(grant: Grant, request: TagRequest, provenance: Provenance) -> Decision:
+    """A principal-gated grant of a replayed event whose principal CloudTrail did not confirm:
+    denied for good (`principal-provenance`) or, when CloudTrail could not be asked, failed
+    like any other check that could not be made.
+    """
+    if provenance.status is ProvenanceStatus.UNAVAILABLE:
+        return grant.decision(
+            Outcome.FAILED,
+            f"the principal of this replayed event could not be verified now: {provenance.reason}",
+            request.principal,
+            failure=provenance.failure or FailureKind.TRANSIENT,
+            error_code=provenance.error_code or "ProvenanceUnavailable",
+        )
+    return grant.decision(
+        Outcome.DENIED,
+        f"a replayed event's principal counts only when CloudTrail holds the same call, and "
+        f"{provenance.reason}; to grant {grant.target}, an allowed principal re-tags the group",
+        request.principal,
+        rule="principal-provenance",
+    )
+
+
 def _decide_pair(
-    group: SecurityGroupFacts, request: TagRequest, target: Target, account_id: str, region: str
+    group: SecurityGroupFacts,
+    request: TagRequest,
+    target: Target,
+    tag_key: str,
+    account_id: str,
+    region: str,
 ) -> Decision | Grant:
-    denial = next(_denials(group, request, target, account_id, region), None)
+    denial = next(_denials(group, request, target, tag_key, account_id, region), None)
     if denial is not None:
         rule, reason = denial
         return _decision(
@@ -227,7 +284,12 @@ def _vpc_grant(
 
 
 def _denials(
-    group: SecurityGroupFacts, request: TagRequest, target: Target, account_id: str, region: str
+    group: SecurityGroupFacts,
+    request: TagRequest,
+    target: Target,
+    tag_key: str,
+    account_id: str,
+    region: str,
 ) -> Iterator[tuple[str, str]]:
     """Every rule the pair breaks, in review order; the first one is reported."""
     target_region = target.region or region
@@ -260,6 +322,38 @@ def _denials(
                 "principals",
                 f"principal {request.principal} is not allowed to tag for this target",
             )
+        unbound = _unbound(request, target.name, tag_key)
+        if unbound is not None:
+            yield "principal-binding", unbound
+
+
+def _unbound(request: TagRequest, target: str, tag_key: str) -> str | None:
+    """Why this event's own call did not ask for `target`, or None if it did.
+
+    The principal vouches only for what its call set: the tag value the function reads now
+    may have been written by anyone since (or before), so it never stands in for the call's.
+    """
+    call = request.trail
+    if call is None or call.event_name not in _BINDING_CALLS:
+        kind = request.event_name or request.detail_type
+        return (
+            f"a {kind} event never grants a target that requires a principal: only the "
+            f"CreateTags or CreateSecurityGroup call that sets {tag_key} to name it does"
+        )
+    values = call.requested_values(tag_key)
+    if not values:
+        return (
+            f"this {call.event_name} call did not set the {tag_key} tag; a target that "
+            "requires a principal is granted only by the call that names it"
+        )
+    if len(values) > 1:
+        return f"this {call.event_name} call set the {tag_key} tag more than once"
+    if target not in target_names(values[0]):
+        return (
+            f"this {call.event_name} call set {tag_key} to {values[0][:128]!r}, which does not "
+            f"name {target}; the tag's value now was set by another call"
+        )
+    return None
 
 
 def _decision(
@@ -300,6 +394,11 @@ def _decision(
 
 @lru_cache(maxsize=256)
 def _glob(pattern: str) -> re.Pattern[str]:
-    """Principal patterns: `*` is any run of characters, `?` one; nothing else is special."""
-    parts = (".*" if char == "*" else "." if char == "?" else re.escape(char) for char in pattern)
-    return re.compile("".join(parts), re.DOTALL)
+    """Principal patterns: `*` is any run of characters and `?` one character, neither ever
+    matching `/` or `:`, so a wildcard stays inside one segment of the ARN; nothing else is
+    special.
+    """
+    parts = (
+        "[^/:]*" if char == "*" else "[^/:]" if char == "?" else re.escape(char) for char in pattern
+    )
+    return re.compile("".join(parts))

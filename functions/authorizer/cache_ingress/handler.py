@@ -22,4 +22,4 @@ from cache_ingress.wiring import current_authorizer
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     event_or_replay, replayed = unwrap_replay(event)
-    return current_authorizer().handle(event_or_replay, context, dead_letter=not replayed)
+    return current_authorizer().handle(event_or_replay, context, replay=replayed)

@@ -1,18 +1,21 @@
 """Event intake: turn an EventBridge event into the security groups to look at, or a reason.
 
 Only the shape of the event is read here. What the groups carry *now* is read from EC2
-later, so nothing in the event (tags, values) ever decides a grant by itself.
+later, so nothing in the event (tags, values) ever grants by itself. The tags a CloudTrail
+call set are read for one purpose: a target that requires a principal is granted only when
+this very call, by that principal, named it (the `principal-binding` rule), and the group's
+tag still names it now.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cache_ingress.errors import MalformedEventError
-from cache_ingress.models import TagRequest
+from cache_ingress.models import TagRequest, TrailCall
 
 TAG_CHANGE = ("aws.tag", "Tag Change on Resource")
 CLOUDTRAIL = ("aws.ec2", "AWS API Call via CloudTrail")
@@ -64,13 +67,16 @@ def parse_event(event: object) -> TagRequest | Ignored:
     account = _string(envelope, "account", "event")
     region = _string(envelope, "region", "event")
     detail = _mapping(envelope.get("detail"), "event.detail")
+    replay_name = _optional_string(envelope, "replay-name", "event")
     common = {
         "event_id": event_id,
         "source": source,
         "detail_type": detail_type,
         "account": account,
         "region": region,
-        "replay_name": _optional_string(envelope, "replay-name", "event"),
+        "replay_name": replay_name,
+        # An archive replay: the principal is only the message's word until verified.
+        "replayed": replay_name is not None,
     }
     if (source, detail_type) == TAG_CHANGE:
         return _tag_change(envelope, detail, common)
@@ -115,32 +121,62 @@ def _cloudtrail(detail: Mapping[str, Any], common: dict[str, Any]) -> TagRequest
     event_name = _string(detail, "eventName", "event.detail")
     if event_source != "ec2.amazonaws.com" or event_name not in CLOUDTRAIL_CALLS:
         return _ignored(common, f"CloudTrail call {event_source}:{event_name} does not tag groups")
-    error_code = detail.get("errorCode")
-    if error_code is not None:
+    call = read_trail_call(detail, "event.detail")
+    if call.error_code is not None:
         return _ignored(
-            common, f"{event_name} failed with {str(error_code)[:100]}; it changed nothing"
+            common, f"{event_name} failed with {call.error_code[:100]}; it changed nothing"
         )
-    principal = None
-    if "userIdentity" in detail:
-        identity = _mapping(detail["userIdentity"], "event.detail.userIdentity")
-        principal = _optional_string(identity, "arn", "event.detail.userIdentity")
-    if event_name == "CreateSecurityGroup":
-        response = _mapping(detail.get("responseElements"), "event.detail.responseElements")
-        where = "event.detail.responseElements.groupId"
-        group_ids = [
-            _group_id(_string(response, "groupId", "event.detail.responseElements"), where)
-        ]
-    else:
-        group_ids = list(_tagged_group_ids(detail))
-    if not group_ids:
+    if not call.group_ids:
         return _ignored(common, f"{event_name} named no security group")
     return TagRequest(
-        group_ids=_unique(group_ids), principal=principal, event_name=event_name, **common
+        group_ids=_unique(list(call.group_ids)),
+        principal=call.principal,
+        event_name=event_name,
+        trail=call,
+        **common,
     )
 
 
-def _tagged_group_ids(detail: Mapping[str, Any]) -> Iterable[str]:
-    where = "event.detail.requestParameters"
+def read_trail_call(detail: Mapping[str, Any], where: str) -> TrailCall:
+    """Read a CloudTrail record of CreateTags, DeleteTags or CreateSecurityGroup.
+
+    The same reader serves the event's `detail` and CloudTrail's own copy of the record
+    (LookupEvents), so a replayed event is compared with what CloudTrail holds field by
+    field. A failed call (`errorCode`) changed nothing: only its name and error are read.
+    Raises MalformedEventError naming the field.
+    """
+    event_name = _string(detail, "eventName", where)
+    principal = None
+    if "userIdentity" in detail:
+        identity = _mapping(detail["userIdentity"], f"{where}.userIdentity")
+        principal = _optional_string(identity, "arn", f"{where}.userIdentity")
+    call = TrailCall(
+        event_id=_optional_string(detail, "eventID", where),
+        event_name=event_name,
+        principal=principal,
+        group_ids=(),
+        event_source=_optional_string(detail, "eventSource", where),
+        region=_optional_string(detail, "awsRegion", where),
+        account=_optional_string(detail, "recipientAccountId", where),
+        event_time=_optional_string(detail, "eventTime", where),
+    )
+    if detail.get("errorCode") is not None:
+        return replace(call, error_code=str(detail["errorCode"]))
+    if event_name == "CreateSecurityGroup":
+        response = _mapping(detail.get("responseElements"), f"{where}.responseElements")
+        group_where = f"{where}.responseElements.groupId"
+        group_ids: tuple[str, ...] = (
+            _group_id(_string(response, "groupId", f"{where}.responseElements"), group_where),
+        )
+        tags = _created_group_tags(detail, where)
+    else:
+        group_ids = tuple(_tagged_group_ids(detail, where))
+        tags = _tag_set(detail, where)
+    return replace(call, group_ids=group_ids, request_tags=tags)
+
+
+def _tagged_group_ids(detail: Mapping[str, Any], where: str) -> Iterable[str]:
+    where = f"{where}.requestParameters"
     parameters = _mapping(detail.get("requestParameters"), where)
     resources = _mapping(parameters.get("resourcesSet"), f"{where}.resourcesSet")
     items = _list(resources.get("items"), f"{where}.resourcesSet.items")
@@ -149,6 +185,45 @@ def _tagged_group_ids(detail: Mapping[str, Any]) -> Iterable[str]:
         resource_id = _string(_mapping(item, item_where), "resourceId", item_where)
         if resource_id.startswith("sg-"):
             yield _group_id(resource_id, f"{item_where}.resourceId")
+
+
+def _tag_set(detail: Mapping[str, Any], where: str) -> tuple[tuple[str, str], ...]:
+    """CreateTags' and DeleteTags' `tagSet`; absent means the call named no tag."""
+    where = f"{where}.requestParameters"
+    parameters = _mapping(detail.get("requestParameters"), where)
+    if parameters.get("tagSet") is None:
+        return ()
+    tag_set = _mapping(parameters["tagSet"], f"{where}.tagSet")
+    return _tags(tag_set.get("items"), f"{where}.tagSet.items")
+
+
+def _created_group_tags(detail: Mapping[str, Any], where: str) -> tuple[tuple[str, str], ...]:
+    """The tags CreateSecurityGroup gave the new group (its `security-group` specifications)."""
+    where = f"{where}.requestParameters"
+    if detail.get("requestParameters") is None:
+        return ()
+    parameters = _mapping(detail["requestParameters"], where)
+    if parameters.get("tagSpecificationSet") is None:
+        return ()
+    specifications = _mapping(parameters["tagSpecificationSet"], f"{where}.tagSpecificationSet")
+    items = _list(specifications.get("items"), f"{where}.tagSpecificationSet.items")
+    tags: list[tuple[str, str]] = []
+    for index, item in enumerate(items):
+        item_where = f"{where}.tagSpecificationSet.items[{index}]"
+        specification = _mapping(item, item_where)
+        if _optional_string(specification, "resourceType", item_where) == "security-group":
+            tags.extend(_tags(specification.get("tags"), f"{item_where}.tags"))
+    return tuple(tags)
+
+
+def _tags(items: object, where: str) -> tuple[tuple[str, str], ...]:
+    tags = []
+    for index, item in enumerate(_list(items, where)):
+        item_where = f"{where}[{index}]"
+        tag = _mapping(item, item_where)
+        value = _optional_string(tag, "value", item_where)
+        tags.append((_string(tag, "key", item_where), value or ""))
+    return tuple(tags)
 
 
 def _group_id(value: str, where: str) -> str:

@@ -86,8 +86,40 @@ DestinationFacts = VpcCacheFacts | UnresolvedDestination
 
 
 @dataclass(frozen=True, slots=True)
+class TrailCall:
+    """The parts of a CloudTrail record of an EC2 tagging call that can decide anything.
+
+    Read from an event's `detail`, or from CloudTrail's own copy of the record
+    (`LookupEvents`) when a replayed event's principal is verified: both go through the
+    same reader, so they compare field by field.
+    """
+
+    event_id: str | None
+    event_name: str
+    principal: str | None
+    group_ids: tuple[str, ...]
+    # The tags the call itself set, in request order: CreateTags' tagSet, CreateSecurityGroup's
+    # tag specifications for the security group, DeleteTags' keys (a missing value is "").
+    request_tags: tuple[tuple[str, str], ...] = ()
+    event_source: str | None = None
+    region: str | None = None
+    account: str | None = None
+    event_time: str | None = None
+    error_code: str | None = None
+
+    def requested_values(self, key: str) -> tuple[str, ...]:
+        """Every value this call gave the tag `key` (usually one; none if it did not set it)."""
+        return tuple(value for tag_key, value in self.request_tags if tag_key == key)
+
+
+@dataclass(frozen=True, slots=True)
 class TagRequest:
-    """What an event asks: which security groups to look at now, and who asked."""
+    """What an event asks: which security groups to look at now, and who asked.
+
+    `replayed` is set for an event that did not come straight from EventBridge's rules: an
+    archive replay (`replay-name`) or an operator's replay from the dead-letter queue. Its
+    principal is only the message's word until CloudTrail confirms it (`Provenance`).
+    """
 
     event_id: str
     source: str
@@ -98,6 +130,33 @@ class TagRequest:
     principal: str | None = None
     event_name: str | None = None
     replay_name: str | None = None
+    trail: TrailCall | None = None
+    replayed: bool = False
+
+
+class ProvenanceStatus(StrEnum):
+    """What CloudTrail said about a replayed event's principal."""
+
+    # CloudTrail's record of the event is the same call by the same principal.
+    VERIFIED = "verified"
+    # It never can be: no such record, a different call, a failed call, or too old.
+    REFUTED = "refuted"
+    # It could not be asked now (throttled, unavailable, not permitted).
+    UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """The answer to "did this principal really make this call?" for a replayed event."""
+
+    status: ProvenanceStatus
+    reason: str
+    error_code: str | None = None
+    failure: FailureKind | None = None
+
+    @property
+    def verified(self) -> bool:
+        return self.status is ProvenanceStatus.VERIFIED
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +209,7 @@ class Grant:
         *,
         failure: FailureKind | None = None,
         error_code: str | None = None,
+        rule: str | None = None,
     ) -> Decision:
         """The decision for this grant, naming its destination whichever kind it is."""
         return Decision(
@@ -157,6 +217,7 @@ class Grant:
             target=self.target,
             outcome=outcome,
             reason=reason,
+            rule=rule,
             group_name=self.group_name,
             owner_id=self.owner_id,
             cache_security_group=self.cache_security_group,

@@ -7,9 +7,9 @@ makes grants, classic or VPC, through the same idempotency records.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from functools import cache
+from functools import cache, partial
 from typing import TypeVar
 
 from cache_ingress.authorizer import Authorizer
@@ -21,7 +21,9 @@ from cache_ingress.models import (
     DestinationFacts,
     Grant,
     Outcome,
+    Provenance,
     SecurityGroupFacts,
+    TagRequest,
     VpcDestination,
 )
 from cache_ingress.policy import Policy
@@ -77,7 +79,21 @@ def build_authorizer(settings: Settings, clients: Clients | None = None) -> Auth
         describe_groups=describe,
         granter=cache(lambda: build_granter(settings, clients)),
         dead_letters=dead_letters,
+        verify_principal=build_principal_verifier(clients),
     )
+
+
+def build_principal_verifier(clients: Clients) -> Callable[[TagRequest], Provenance]:
+    """CloudTrail's answer about a replayed event's principal (`provenance.verify`)."""
+
+    def verify_principal(request: TagRequest) -> Provenance:
+        # Imported when first needed: only replayed events of gated targets ever get here.
+        from cache_ingress.cloudtrail import lookup_record  # noqa: PLC0415
+        from cache_ingress.provenance import verify  # noqa: PLC0415
+
+        return verify(request, partial(lookup_record, clients.get("cloudtrail")))
+
+    return verify_principal
 
 
 def build_policy_source(settings: Settings, clients: Clients) -> PolicySource:

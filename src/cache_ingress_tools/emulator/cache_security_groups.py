@@ -38,7 +38,12 @@ from moto.elasticache.models import ElastiCacheBackend, elasticache_backends
 from moto.elasticache.responses import ElastiCacheResponse
 from moto.utilities.utils import get_partition
 
-from cache_ingress_tools.emulator import atomic_writes, security_group_paging, vpc_caches
+from cache_ingress_tools.emulator import (
+    atomic_writes,
+    cloudtrail_history,
+    security_group_paging,
+    vpc_caches,
+)
 
 __all__ = [
     "CACHE_SECURITY_GROUP_QUOTA",
@@ -462,8 +467,9 @@ def install() -> None:
 
     It installs the rest of the emulation too, so that every embedded AWS, the server's and
     the tests', is the same emulation: the VPC-cache gaps (:func:`vpc_caches.install`),
-    atomic conditional writes (:func:`atomic_writes.install`) and DescribeSecurityGroups
-    paging (:func:`security_group_paging.install`).
+    atomic conditional writes (:func:`atomic_writes.install`), DescribeSecurityGroups
+    paging (:func:`security_group_paging.install`) and CloudTrail's event history of the
+    tagging calls (:func:`cloudtrail_history.install`).
 
     Call it before ``mock_aws()`` starts or a ``ThreadedMotoServer`` serves in this process.
     Raises ``RuntimeError`` if moto has gained its own implementation of one of them, so
@@ -472,6 +478,7 @@ def install() -> None:
     vpc_caches.install()
     atomic_writes.install()
     security_group_paging.install()
+    cloudtrail_history.install()
     with _LOCK:
         for method_name, handler in _HANDLERS.items():
             present = ElastiCacheResponse.__dict__.get(method_name)
