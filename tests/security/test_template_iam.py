@@ -24,7 +24,8 @@ REGION = "us-east-1"
 PSEUDO = {"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": ACCOUNT}
 # Actions IAM cannot scope to a resource (the service authorization reference lists no
 # resource type for them): the only ones that may use Resource "*".
-UNSCOPABLE_ACTIONS = frozenset({"ec2:DescribeSecurityGroups"})
+UNSCOPABLE_ACTIONS = frozenset({"ec2:DescribeSecurityGroups", "cloudtrail:LookupEvents"})
+LOOKUP = "cloudtrail:LookupEvents"
 AUTHORIZE = "elasticache:AuthorizeCacheSecurityGroupIngress"
 ADD_RULE = "ec2:AuthorizeSecurityGroupIngress"
 # Reads of any cache of the stack's own account and region (VPC targets name caches in a
@@ -137,6 +138,8 @@ class Evaluator:
             return left == right
         if key == "Fn::Not":
             return not self.value(argument[0])
+        if key == "Fn::Or":
+            return any(self.value(item) for item in argument)
         if key == "Fn::Select":
             index, items = argument
             return self.value(items)[int(index)]
@@ -296,6 +299,7 @@ def test_the_function_keeps_its_records_and_dead_letters_in_its_own_resources() 
         f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/cache-ingress/policy"
     }
     assert by_action.pop("ec2:DescribeSecurityGroups") == {"*"}
+    assert by_action.pop(LOOKUP) == {"*"}
     assert by_action.pop(ADD_RULE) == {SECURITY_GROUPS}
     for action in ACCOUNT_WIDE_CACHE_READS:
         assert by_action.pop(action) == set(ACCOUNT_WIDE_CACHE_READS.values())
@@ -343,9 +347,153 @@ def test_the_dead_letter_queue_policy_admits_only_eventbridge_for_the_three_rule
     assert list(allow["Condition"]["ArnEquals"]) == ["aws:SourceArn"]
     assert set(allow["Condition"]["ArnEquals"]["aws:SourceArn"]) == rule_arns
     assert len(rule_arns) == 3
-    [deny] = [s for s in document["Statement"] if s["Effect"] == "Deny"]
-    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-    assert deny["Principal"] == "*"
+    [insecure] = [s for s in document["Statement"] if s.get("Sid") == "DenyInsecureTransport"]
+    assert insecure["Effect"] == "Deny"
+    assert insecure["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert insecure["Principal"] == "*"
+
+
+# --- the queue policy, evaluated as IAM evaluates a resource policy ------------------------
+
+EVENTS = "events.amazonaws.com"
+OTHER_ROOT = "arn:aws:iam::210987654321:root"
+INGRESS_ROLE = "<IngressFunctionRole.Arn>"
+SWEEP_ROLE = "<ReconcileFunctionRole.Arn>"
+RULES = [
+    "<IngressFunctionTagChange.Arn>",
+    "<IngressFunctionTaggingCall.Arn>",
+    "<IngressFunctionCreateTaggedGroup.Arn>",
+]
+QUEUE_ACTIONS = ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage",
+                 "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"]  # fmt: skip
+
+
+def _condition_holds(operator: str, key: str, wanted: Any, context: Mapping[str, str]) -> bool:
+    """One condition key, as IAM documents it: a positive operator is false for a key the
+    request lacks, a negated one (…Not…) true; a list of values matches any of them."""
+    values = [str(v) for v in _as_list(wanted)]
+    present = context.get(key)
+    if operator in {"ArnEquals", "StringEquals", "Bool"}:
+        return present is not None and present in values
+    if operator in {"ArnNotEquals", "StringNotEquals"}:
+        return present is None or present not in values
+    raise AssertionError(f"the test's evaluator does not know {operator}")
+
+
+def _applies(statement: Mapping[str, Any], action: str, context: Mapping[str, str]) -> bool:
+    principal = statement["Principal"]
+    if principal != "*":
+        services = _as_list(principal.get("Service", []))
+        arns = _as_list(principal.get("AWS", []))
+        if context.get("service") not in services and context.get("aws:PrincipalArn") not in arns:
+            return False
+    if action not in _as_list(statement["Action"]) and "sqs:*" not in _as_list(statement["Action"]):
+        return False
+    return all(
+        _condition_holds(operator, key, wanted, context)
+        for operator, keys in statement.get("Condition", {}).items()
+        for key, wanted in keys.items()
+    )
+
+
+def queue_decision(action: str, **context: str) -> str:
+    """ "denied" (an explicit deny), "allowed" (the queue policy allows), or "iam" (left to
+    the caller's identity policy, as for any principal of the account)."""
+    [policy] = resources("AWS::SQS::QueuePolicy").values()
+    document = Evaluator().value(policy["Properties"]["PolicyDocument"])
+    context = {"aws:SecureTransport": "true", **context}
+    effects = {s["Effect"] for s in document["Statement"] if _applies(s, action, context)}
+    if "Deny" in effects:
+        return "denied"
+    return "allowed" if "Allow" in effects else "iam"
+
+
+@pytest.mark.parametrize(
+    ("sender", "context", "expected"),
+    [
+        ("the ingress function's role", {"aws:PrincipalArn": INGRESS_ROLE}, "iam"),
+        ("the sweep's role (its on-failure destination)", {"aws:PrincipalArn": SWEEP_ROLE}, "iam"),
+        *[
+            (f"EventBridge for {rule}", {"service": EVENTS, "aws:SourceArn": rule}, "allowed")
+            for rule in RULES
+        ],
+        (
+            "EventBridge for another rule",
+            {"service": EVENTS, "aws:SourceArn": f"arn:aws:events:{REGION}:{ACCOUNT}:rule/other"},
+            "denied",
+        ),
+        ("an administrator", {"aws:PrincipalArn": f"arn:aws:iam::{ACCOUNT}:role/Admin"}, "denied"),
+        ("a developer", {"aws:PrincipalArn": f"arn:aws:iam::{ACCOUNT}:role/developer"}, "denied"),
+        ("another account's root", {"aws:PrincipalArn": OTHER_ROOT}, "denied"),
+        ("SNS with no source", {"service": "sns.amazonaws.com"}, "denied"),
+        ("the ingress role without TLS",
+         {"aws:PrincipalArn": INGRESS_ROLE, "aws:SecureTransport": "false"}, "denied"),
+    ],
+)  # fmt: skip
+def test_only_the_functions_and_the_stacks_rules_may_send_to_the_queue(
+    sender: str, context: dict[str, str], expected: str
+) -> None:
+    assert queue_decision("sqs:SendMessage", **context) == expected, sender
+
+
+@pytest.mark.parametrize("action", [a for a in QUEUE_ACTIONS if a != "sqs:SendMessage"])
+def test_operators_and_administrators_keep_reading_and_deleting(action: str) -> None:
+    for principal in (f"arn:aws:iam::{ACCOUNT}:role/Admin", f"arn:aws:iam::{ACCOUNT}:role/oncall"):
+        assert queue_decision(action, **{"aws:PrincipalArn": principal}) == "iam"
+
+
+def test_the_ingress_function_touches_only_grant_records() -> None:
+    from cache_ingress.grants import KEY_PREFIX
+
+    evaluator = Evaluator(PARAMETER_SETS["with-policy-parameter"])
+    [records] = [
+        s
+        for owner, s in identity_statements(evaluator)
+        if owner == "IngressFunction"
+        and any(a.startswith("dynamodb:") for a in _as_list(s["Action"]))
+    ]
+    assert records["Condition"] == {
+        "ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"{KEY_PREFIX}#*"]}
+    }
+
+
+def test_only_the_ingress_function_may_look_up_cloudtrail() -> None:
+    evaluator = Evaluator(PARAMETER_SETS["with-policy-parameter"])
+    owners = [
+        (owner, s) for owner, s in identity_statements(evaluator) if LOOKUP in _as_list(s["Action"])
+    ]
+    assert [(owner, _as_list(s["Action"])) for owner, s in owners] == [
+        ("IngressFunction", [LOOKUP])
+    ]
+
+
+@pytest.mark.parametrize(
+    ("parameters", "deploys", "notified"),
+    [
+        ({}, False, []),
+        ({"AlarmTopicArn": "arn:aws:sns:us-east-1:123456789012:oncall"}, True,
+         ["arn:aws:sns:us-east-1:123456789012:oncall"]),
+        ({"AlarmEmail": "oncall@example.com"}, True, ["<DeadLetterAlarmTopic>"]),
+        ({"AlarmTopicArn": "arn:aws:sns:us-east-1:123456789012:oncall",
+          "AlarmEmail": "oncall@example.com"}, True,
+         ["arn:aws:sns:us-east-1:123456789012:oncall", "<DeadLetterAlarmTopic>"]),
+    ],
+)  # fmt: skip
+def test_the_dead_letter_alarm_always_notifies_someone(
+    parameters: dict[str, str], deploys: bool, notified: list[str]
+) -> None:
+    evaluator = Evaluator(parameters)
+    [rule] = template()["Rules"].values()
+    assert all(bool(evaluator.value(a["Assert"])) is deploys for a in rule["Assertions"])
+    alarm = resources("AWS::CloudWatch::Alarm")["DeadLetterAlarm"]["Properties"]
+    assert evaluator.value(alarm["AlarmActions"]) == notified
+    topic = resources("AWS::SNS::Topic")["DeadLetterAlarmTopic"]
+    assert evaluator.condition(topic["Condition"]) is ("AlarmEmail" in parameters)
+    assert evaluator.value(topic["Properties"]["Subscription"]) == (
+        [{"Protocol": "email", "Endpoint": parameters["AlarmEmail"]}]
+        if "AlarmEmail" in parameters
+        else [{"Protocol": "email", "Endpoint": ""}]
+    )
 
 
 def test_every_failure_path_ends_in_the_dead_letter_queue() -> None:
