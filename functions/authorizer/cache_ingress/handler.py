@@ -12,12 +12,12 @@ from cache_ingress.observability import logger, metrics
 from cache_ingress.wiring import current_authorizer
 
 
-# No @tracer.capture_lambda_handler: its "## lambda_handler" subsegment cost about a quarter
-# of a one-call event's CPU (docs/benchmarks.md). Importing `observability` creates the
-# Tracer, which patches botocore, so every AWS call is still a subsegment of Lambda's own
-# function segment, and Lambda records a raised error there. Cold starts are counted by
-# the ColdStart metric (one extra EMF document, on cold starts only) and shown by Lambda's
-# Initialization subsegment.
+# No "## lambda_handler" subsegment, even when AWS calls are traced: it cost about a quarter
+# of a one-call event's CPU (docs/benchmarks.md). With TraceAwsCalls on, importing
+# `observability` creates the Tracer, which patches botocore, so every AWS call is a
+# subsegment of Lambda's own function segment; either way Lambda records the invocation, its
+# initialization and a raised error. Cold starts are also counted by the ColdStart metric
+# (one extra EMF document, on cold starts only).
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
