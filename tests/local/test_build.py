@@ -9,6 +9,7 @@ validate must stop the build rather than ship.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -137,3 +138,28 @@ def test_comments_and_yaml_forms_compile_to_the_same_policy(tmp_path: Path) -> N
     assert parse_policy(compiled, source="json") == parse_policy(
         source.read_text(encoding="utf-8"), source="yaml"
     )
+
+
+def test_make_code_fails_on_a_bundled_policy_that_does_not_validate(tmp_path: Path) -> None:
+    copy = tmp_path / "authorizer"
+    shutil.copytree(FUNCTION_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "cache_ingress" / "policy.yaml").write_text(
+        "version: 1\ntargets: {orders: {cache_security_group: orders-cache-sg, allow: {}}}\n"
+        "targets: {}\n",
+        encoding="utf-8",
+    )
+    artifacts = tmp_path / "artifacts"
+
+    completed = subprocess.run(  # noqa: S603 - make, a fixed target
+        [
+            *("make", "--no-print-directory", "-C", str(copy), "code"),
+            *(f"ARTIFACTS_DIR={artifacts}", f"PYTHON={sys.executable}"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert completed.returncode != 0
+    assert "duplicate key 'targets'" in completed.stderr
