@@ -456,11 +456,10 @@ def render(sections: list[tuple[str, list[Row]]]) -> str:
     return "\n".join(out)
 
 
-QUICK_NOTE = (
-    "quick run: 5 paired runs per timed figure. 'ok': every pair met the goal; 'MISSED': "
-    "every pair missed it (1 time in 32 if the true median sat at the goal); 'unsure': the "
-    "pairs straddle it, and only the full run (a median of 21 pairs) decides."
-)
+QUICK_NOTE = """\
+quick run: 5 paired runs per timed figure. 'ok': every pair met the goal; 'MISSED': every
+pair missed it (1 time in 32 if the true median sat at the goal); 'unsure': the pairs
+straddle the goal, and only the full run (21 cold-start pairs, 10 per warm figure) decides."""
 
 
 def machine() -> str:
