@@ -65,8 +65,9 @@ build: $(SAM)
 	$(SAM) build --template template.yaml
 
 ## bench: cold start, CPU per event, memory and package size against a bare-boto3 floor
+## (options through BENCH_ARGS, e.g. `make bench BENCH_ARGS=--quick`)
 bench: $(BIN)/.installed-dev $(SAM)
-	SAM_CLI=$(abspath $(SAM)) $(BIN)/python -m benchmarks.run
+	SAM_CLI=$(abspath $(SAM)) $(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(SECURITY_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -1,12 +1,10 @@
-"""One measurement in a fresh Python process, as a Lambda execution environment would run it.
+"""Warm events, or a profile of the cold path, in a fresh Python process.
 
-    python -m benchmarks.probe {floor|project} {cold|warm|profile} RESULT [--rounds N --batch N]
+    python -m benchmarks.probe {floor|project} {warm|profile} RESULT [--rounds N --batch N]
 
-`cold`: the clock starts before the handler module is imported; the result holds the time to
-import it and the time to the first response (import, client creation, one one-grant event),
-and peak RSS at both points. `warm`: after that, 1,000 events (the four kinds in turn), peak
-RSS, the AWS calls each kind makes, then CPU time per event of each kind in batches.
-`profile`: the cold path under pyinstrument; RESULT is its text report.
+`warm`: a cold start as benchmarks/first_response.py takes it, then 1,000 events (the four
+kinds in turn), peak RSS, the AWS calls each kind makes, then CPU time per event of each kind
+in batches. `profile`: the cold path under pyinstrument; RESULT is its text report.
 
 Run by benchmarks.run with the Lambda environment (benchmarks.world.lambda_environment) and
 stdout sent to /dev/null (the handlers log there, as in Lambda); the result goes to a file.
@@ -15,7 +13,6 @@ stdout sent to /dev/null (the handlers log there, as in Lambda); the result goes
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import resource
 import time
@@ -23,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import world
+from benchmarks.first_response import first_response
 
-HANDLERS = {"floor": "benchmarks.floor_handler", "project": "cache_ingress.handler"}
 WARM_EVENTS = 1_000
 
 
@@ -34,30 +31,7 @@ def _peak_rss_mib() -> float:
 
 
 def cold(target: str) -> tuple[dict[str, Any], Any, world.Responder]:
-    context = world.BenchContext()
-    first_event = world.events("one grant", 1, "cold")[0]
-    started = time.perf_counter()
-    started_cpu = time.process_time()
-    handler = importlib.import_module(HANDLERS[target]).lambda_handler
-    imported = time.perf_counter()
-    imported_cpu = time.process_time()
-    rss_import = _peak_rss_mib()
-    responder = world.Responder()
-    responder.install()
-    summary = handler(first_event, context)
-    answered = time.perf_counter()
-    answered_cpu = time.process_time()
-    result = {
-        "import_ms": (imported - started) * 1000,
-        "first_response_ms": (answered - started) * 1000,
-        "import_cpu_ms": (imported_cpu - started_cpu) * 1000,
-        "first_response_cpu_ms": (answered_cpu - started_cpu) * 1000,
-        "rss_import_mib": rss_import,
-        "rss_first_mib": _peak_rss_mib(),
-        "first_outcomes": world.outcomes(summary),
-        "first_calls": dict(responder.calls),
-    }
-    return result, handler, responder
+    return first_response(target, world.events("one grant", 1, "cold")[0])
 
 
 def warm(handler: Any, responder: world.Responder, rounds: int, batch: int) -> dict[str, Any]:
@@ -111,8 +85,8 @@ def profile(target: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.probe")
-    parser.add_argument("target", choices=sorted(HANDLERS))
-    parser.add_argument("mode", choices=("cold", "warm", "profile"))
+    parser.add_argument("target", choices=("floor", "project"))
+    parser.add_argument("mode", choices=("warm", "profile"))
     parser.add_argument("result", type=Path)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=100)
@@ -121,8 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         args.result.write_text(profile(args.target), encoding="utf-8")
         return
     result, handler, responder = cold(args.target)
-    if args.mode == "warm":
-        result.update(warm(handler, responder, args.rounds, args.batch))
+    result.update(warm(handler, responder, args.rounds, args.batch))
     args.result.write_text(json.dumps(result), encoding="utf-8")
 
 

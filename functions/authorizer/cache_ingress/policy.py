@@ -34,8 +34,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from cache_ingress.errors import PolicyError
 from cache_ingress.models import TargetKind, VpcDestination
 
@@ -117,30 +115,12 @@ def _load(text: str, source: str) -> object:
     try:
         if stripped.startswith("{"):
             return json.loads(text, object_pairs_hook=_unique_json_keys)
-        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506  # nosec B506 - SafeLoader
-    except (ValueError, yaml.YAMLError) as exc:
+        # Imported here: a JSON policy (the bundled one, as built) never pays for PyYAML.
+        from cache_ingress.unique_yaml import load_yaml  # noqa: PLC0415
+
+        return load_yaml(text)
+    except ValueError as exc:
         raise PolicyError(f"policy {source}: not valid YAML or JSON: {exc}") from None
-
-
-class UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of keeping the last one."""
-
-
-def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    mapping: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in mapping:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        mapping[key] = loader.construct_object(value_node, deep=True)
-    return mapping
-
-
-UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
-)
 
 
 def _unique_json_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -56,7 +56,7 @@ from unittest import mock
 
 import yaml
 
-from cache_ingress.policy import UniqueKeyLoader
+from cache_ingress.unique_yaml import UniqueKeyLoader
 
 DEFAULT_SCENARIO = Path(__file__).with_name("default-scenario.yaml")
 _GROUP_ID = re.compile(r"sg-[0-9a-f]{8,17}")
