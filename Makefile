@@ -59,7 +59,7 @@ $(SECURITY_VENV)/bin/checkov:
 security: $(SECURITY_VENV)/bin/checkov
 	$(SECURITY_VENV)/bin/checkov -f template.yaml --framework cloudformation --skip-download --compact --quiet
 	$(SECURITY_VENV)/bin/bandit -r functions src -q
-	$(SECURITY_VENV)/bin/python scripts/audit_dependencies.py $(if $(AUDIT_STRICT),--strict) functions/authorizer/requirements.txt
+	$(SECURITY_VENV)/bin/python scripts/audit_dependencies.py $(if $(AUDIT_STRICT),--strict) functions/authorizer/requirements.txt -- --disable-pip
 
 build: $(SAM)
 	$(SAM) build --template template.yaml
