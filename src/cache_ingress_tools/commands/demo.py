@@ -33,13 +33,12 @@ from cache_ingress_tools.local_invoke import (
     LocalInvokeError,
     Target,
     TemplateError,
-    _logs_captured,
-    _parse_log_lines,
     describe_event,
     embedded_target,
     invoke,
     project_root,
 )
+from cache_ingress_tools.local_invoke.run import _logs_captured, _parse_log_lines
 from cache_ingress_tools.replay import DeadLetterQueue, LocalReplayer, ReplayOptions, replay
 
 EXIT_OK: Final = 0
