@@ -79,9 +79,16 @@ def test_an_unknown_tag_is_refused_with_the_file(tmp_path: Path) -> None:
     path = tmp_path / "template.yaml"
     path.write_text("Resources:\n  R: !Nope x\n", encoding="utf-8")
 
-    with pytest.raises(
-        TemplateError, match=r"template .*: not valid YAML: .*unknown CloudFormation tag !Nope"
-    ):
+    with pytest.raises(TemplateError, match=r"template .*: unknown intrinsic function Fn::Nope"):
+        load_template(path)
+
+
+@pytest.mark.template
+def test_a_duplicate_key_is_refused_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "template.yaml"
+    path.write_text("Resources:\n  R: {Type: T}\n  R: {Type: U}\n", encoding="utf-8")
+
+    with pytest.raises(TemplateError, match=r"template .*: line 2: Duplicate found 'R'"):
         load_template(path)
 
 

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
-
 FUNCTION_ID: Final = "IngressFunction"
 _NO_VALUE: Final = object()
 
@@ -20,52 +18,59 @@ class TemplateError(ValueError):
     """The template cannot be read or resolved; the message names the file and the property."""
 
 
-_SHORT_TAGS: Final = frozenset(
+# The intrinsic functions CloudFormation has (short tags become these long forms).
+_INTRINSICS: Final = frozenset(
     {
-        "And", "Base64", "Cidr", "Condition", "Equals", "FindInMap", "GetAtt", "GetAZs",
-        "If", "ImportValue", "Join", "Length", "Not", "Or", "Ref", "Select", "Split", "Sub",
-        "ToJsonString", "Transform",
+        "Fn::And", "Fn::Base64", "Fn::Cidr", "Fn::Equals", "Fn::FindInMap", "Fn::GetAtt",
+        "Fn::GetAZs", "Fn::If", "Fn::ImportValue", "Fn::Join", "Fn::Length", "Fn::Not",
+        "Fn::Or", "Fn::Select", "Fn::Split", "Fn::Sub", "Fn::ToJsonString", "Fn::Transform",
     }
 )  # fmt: skip
 
 
-class _TemplateLoader(yaml.SafeLoader):
-    """SafeLoader that turns CloudFormation short tags into their long form."""
-
-
-def _construct_short_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-    if suffix not in _SHORT_TAGS:
-        raise yaml.constructor.ConstructorError(
-            None, None, f"unknown CloudFormation tag !{suffix}", node.start_mark
-        )
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    if suffix in {"Ref", "Condition"}:
-        return {suffix: value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{suffix}": value}
-
-
-_TemplateLoader.add_multi_constructor("!", _construct_short_tag)
-
-
 def load_template(path: Path) -> dict[str, Any]:
-    """A SAM/CloudFormation template (YAML or JSON) with short tags in long form."""
+    """A SAM/CloudFormation template (YAML or JSON) with short tags in long form.
+
+    Read by cfn-lint's decoder, as `make template` reads it: short tags in long form, a
+    duplicate key refused with its line. The tools and the template tests share this one
+    loader.
+    """
     try:
-        document = yaml.load(path.read_text(encoding="utf-8"), Loader=_TemplateLoader)  # noqa: S506  # nosec B506
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise TemplateError(f"template {path}: cannot be read: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise TemplateError(f"template {path}: not valid YAML: {exc}") from None
+    # Imported here: it takes about half a second, and only the local run needs it.
+    from cfnlint.decode import decode_str  # noqa: PLC0415
+
+    document, problems = decode_str(text)
+    if problems:
+        first = problems[0]
+        raise TemplateError(
+            f"template {path}: not valid YAML or JSON: line {first.linenumber}: {first.message}"
+        )
     if not isinstance(document, dict) or not isinstance(document.get("Resources"), dict):
         raise TemplateError(f"template {path}: has no Resources mapping")
+    unknown = _unknown_function(document)
+    if unknown is not None:
+        raise TemplateError(f"template {path}: unknown intrinsic function {unknown}")
     return document
+
+
+def _unknown_function(node: Any) -> str | None:
+    """The first `Fn::` name CloudFormation does not have (a mistyped short tag is one)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if isinstance(key, str) and key.startswith("Fn::") and key not in _INTRINSICS:
+                return key
+            found = _unknown_function(value)
+            if found is not None:
+                return found
+    elif isinstance(node, list):
+        for item in node:
+            found = _unknown_function(item)
+            if found is not None:
+                return found
+    return None
 
 
 def sam_pseudo_parameters(account_id: str, region: str) -> dict[str, str]:
