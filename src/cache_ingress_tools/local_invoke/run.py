@@ -7,7 +7,6 @@ import contextlib
 import importlib
 import io
 import json
-import logging
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any, Final
 
 import boto3
 
+from cache_ingress_tools.commands._base import function_output_to
 from cache_ingress_tools.lambda_context import LocalContext
 from cache_ingress_tools.local_invoke.environment import (
     Target,
@@ -104,7 +104,7 @@ def invoke(
         try:
             # Imported with the function's environment in place, as the runtime does.
             handler = getattr(importlib.import_module(module_name), function_name)
-            with _logs_captured(captured, level):
+            with function_output_to(captured, level):
                 # A fresh copy, as each invocation deserializes its own event.
                 summary = handler(json.loads(json.dumps(event)), context)
         except Exception as exc:
@@ -115,7 +115,7 @@ def invoke(
         target=target,
         environment=environment,
         notes=notes,
-        log_lines=tuple(_parse_log_lines(captured.getvalue())),
+        log_lines=tuple(parse_log_lines(captured.getvalue())),
         summary=summary,
         error=error,
         before=before,
@@ -148,25 +148,6 @@ def _function_process_state(environment: Mapping[str, str]) -> Iterator[io.Strin
         os.environ.update(saved_environment)
 
 
-@contextlib.contextmanager
-def _logs_captured(captured: io.StringIO, level: str) -> Iterator[None]:
-    """The function's one Logger writes to the capture buffer, at the configured level."""
-    from cache_ingress.observability import logger  # noqa: PLC0415 - after the env is set
-
-    handler = logger.registered_handler
-    saved_level = logger.log_level
-    saved_stream = (
-        handler.setStream(captured) if isinstance(handler, logging.StreamHandler) else None
-    )
-    logger.setLevel(level)
-    try:
-        yield
-    finally:
-        if saved_stream is not None:
-            handler.setStream(saved_stream)  # type: ignore[attr-defined]
-        logger.setLevel(saved_level)
-
-
 def _fresh_wiring() -> None:
     # Settings and the authorizer are built once per execution environment; each local
     # invoke is a new one, as each `sam local invoke` is a new container.
@@ -177,7 +158,8 @@ def _fresh_wiring() -> None:
     current_authorizer.cache_clear()
 
 
-def _parse_log_lines(text: str) -> Iterator[Any]:
+def parse_log_lines(text: str) -> Iterator[Any]:
+    """Each captured line, as JSON where it is (the structured log and metric lines)."""
     for line in text.splitlines():
         if not line.strip():
             continue

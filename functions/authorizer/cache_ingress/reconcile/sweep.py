@@ -144,6 +144,12 @@ class Reconciler:
             f"/page-size={self._options.page_size}"
         )
 
+    def policy(self) -> Policy:
+        """The policy a run would use now; raises PolicyError if it cannot be read or is
+        invalid (the operator's command asks before it sweeps, so a bad policy is a usage
+        error, not a failed run)."""
+        return self._policies.current()
+
     def handle(self, event: object, context: LambdaContext | None = None) -> dict[str, Any]:
         """The scheduled entry point: sweep, publish the run's metrics, return the summary.
 
