@@ -281,6 +281,7 @@ def moto_cases(draw: st.DrawFn) -> MotoCase:
     )
 
 
+@pytest.mark.property
 @settings(PROFILE, max_examples=MOTO_WORLD_EXAMPLES)
 @given(case=moto_cases())
 def test_moto_world_grants_exactly_what_the_oracle_allows(
@@ -490,6 +491,7 @@ def any_state_cases(draw: st.DrawFn) -> AnyStateCase:
     )
 
 
+@pytest.mark.property
 @settings(PROFILE, max_examples=ANY_STATE_EXAMPLES)
 @given(case=any_state_cases())
 def test_any_group_state_and_faults_never_widen_a_grant_or_lose_an_event(
