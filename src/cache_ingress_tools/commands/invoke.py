@@ -69,10 +69,12 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--parameter-overrides",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="template parameter, e.g. DryRun=true (repeatable, or several separated by spaces)",
+        help="template parameters, e.g. DryRun=true LogLevel=WARNING (as sam local invoke "
+        "takes them: several after one option, or in one quoted argument)",
     )
     parser.set_defaults(handler=run)
 
