@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -1147,6 +1148,41 @@ def test_replay_exit_statuses_through_the_cli(
     # --local without the settings it needs: usage error naming the variable
     assert cli.main([*base, "--local"]) == EXIT_USAGE
     assert "IDEMPOTENCY_TABLE" in capsys.readouterr().err
+
+
+def test_the_documented_discard_of_unreplayable_messages_through_the_cli(
+    clients: dict[str, Any],
+    world: SeededWorld,
+    poisoned_queue: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    # docs/replay.md, "Messages no replay can succeed with"
+    archive = tmp_path / "dead-letters.jsonl"
+    base = ["replay", "--queue-url", world.dead_letter_queue_url, "--wait-seconds", "0"]
+
+    assert cli.main([*base, "--dry-run", "--discard-unreplayable"]) == EXIT_OK
+    assert "would discard 2" in capsys.readouterr().out
+    assert cli.main([*base, "--discard-unreplayable"]) == EXIT_USAGE
+    assert "pass --archive" in capsys.readouterr().err
+    assert not archive.exists()
+
+    status = cli.main([*base, "--discard-unreplayable", "--archive", str(archive)])
+
+    out = capsys.readouterr().out
+    assert status == EXIT_OK
+    assert "discarded 2 unreplayable (archived)" in out
+    lines = [json.loads(line) for line in archive.read_text(encoding="utf-8").splitlines()]
+    by_id = {line["messageId"]: line for line in lines}
+    assert set(by_id) == {poisoned_queue["garbage"], poisoned_queue["malformed"]}
+    garbage = by_id[poisoned_queue["garbage"]]
+    assert garbage["body"] == "<html>not json</html>"
+    assert garbage["messageAttributes"]["k"]["StringValue"] == "v"
+    assert "SentTimestamp" in garbage["attributes"]
+    assert by_id[poisoned_queue["malformed"]]["reason"].startswith("malformed event")
+    # The good message was not replayed (no --function-name or --local), and is still there
+    [left] = bodies(clients, world)
+    assert json.loads(left)["requestPayload"]["id"] == "e-fine"
 
 
 STACK_POLICY = """
