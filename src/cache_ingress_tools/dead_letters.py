@@ -86,6 +86,11 @@ class DeadLetter:
     receive_count: int | None
     # Why intake lists no groups: the event is ignored, or malformed (replay will fail again).
     intake_note: str | None = None
+    # The function's intake refuses the event: no replay can ever succeed.
+    malformed: bool = False
+    # The AWS error codes of the grants that failed (the function's own envelope names them),
+    # e.g. ReplicationGroupNotFoundFault, for which the error message has no word.
+    error_codes: tuple[str, ...] = ()
 
     @property
     def scheduled_run(self) -> bool:
@@ -110,6 +115,7 @@ class DeadLetter:
             "securityGroups": list(self.security_groups),
             "errorType": self.error_type,
             "errorMessage": self.error_message,
+            "errorCodes": list(self.error_codes),
             "attempts": self.attempts,
             "eventTime": _iso(self.event_time),
             "deadLetteredAt": _iso(self.dead_lettered_at),
@@ -227,7 +233,22 @@ def _invocation_record(
         attempts=_integer(context.get("approximateInvokeCount")),
         dead_lettered_at=sent_at or _timestamp(record.get("timestamp")),
         receive_count=receive_count,
+        error_codes=_error_codes(response),
     )
+
+
+def _error_codes(response: Mapping[str, Any]) -> tuple[str, ...]:
+    """`errorCodes` of the function's envelope, or (in an envelope written before it had
+    them) the `error_code` of each decision it carries."""
+    listed = response.get("errorCodes")
+    if not isinstance(listed, list):
+        decisions = response.get("decisions")
+        listed = [
+            decision.get("error_code")
+            for decision in (decisions if isinstance(decisions, list) else [])
+            if isinstance(decision, Mapping)
+        ]
+    return tuple(dict.fromkeys(code for code in listed if isinstance(code, str) and code))
 
 
 def _letter(
@@ -240,6 +261,7 @@ def _letter(
     attempts: int | None,
     dead_lettered_at: datetime | None,
     receive_count: int | None,
+    error_codes: tuple[str, ...] = (),
 ) -> DeadLetter:
     event, _ = unwrap_replay(payload)
     raw = event if isinstance(event, Mapping) else {}
@@ -248,10 +270,12 @@ def _letter(
     detail_type = _optional_text(raw.get("detail-type"))
     groups: tuple[str, ...] = ()
     note = None
+    malformed = False
     try:
         parsed = parse_event(event)
     except MalformedEventError as exc:
         note = f"malformed event: {exc}"
+        malformed = True
     else:
         if isinstance(parsed, Ignored):
             note = f"ignored: {parsed.reason}"
@@ -273,6 +297,8 @@ def _letter(
         dead_lettered_at=dead_lettered_at,
         receive_count=receive_count,
         intake_note=note,
+        malformed=malformed,
+        error_codes=error_codes,
     )
 
 

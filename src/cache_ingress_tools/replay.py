@@ -9,7 +9,11 @@ Guarantees, by construction:
 - a message is deleted only after its replay succeeded (status completed or ignored);
 - every other message received in a run (failed, unrecognised, not selected, over the
   limit, dry run) is kept: it stays invisible while the run lasts, so the run ends, and is
-  made visible again (visibility 0) when it ends, also after an error or Ctrl-C;
+  made visible again (visibility 0) when it ends, also after an error or when it is asked
+  to stop (`stop`, which the command sets on Ctrl-C): then what no replay holds is made
+  visible at once, before the replays under way are waited for;
+- a message that can never be replayed (unrecognised, or its event malformed) is deleted
+  only when asked (`discard_unreplayable`), and only after `archive` has written it;
 - replaying twice, or two runs at once, never grants twice: the function's idempotency
   records and its decisions on the groups' current state see to that, not this module.
 """
@@ -17,6 +21,7 @@ Guarantees, by construction:
 from __future__ import annotations
 
 import json
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -46,7 +51,12 @@ SCHEDULED_RUN_REASON = (
     "(or wait for the next scheduled run), then remove it with --discard-scheduled-runs"
 )
 DISCARDED_STATUS = "discarded"
+UNREPLAYABLE_STATUS = "unreplayable"
 NOT_SELECTED = "not selected"
+NOT_REPLAYED = "not replayed: pass --function-name or --local to replay it"
+RUN_STOPPED = "run stopped first"
+# How often a run waiting on its replays looks whether it was asked to stop.
+STOP_CHECK_SECONDS = 0.2
 OVER_MAX = "over --max"
 SUCCESS_STATUSES = frozenset({"completed", "ignored"})
 # The deny rule of a replayed event whose principal CloudTrail did not confirm.
@@ -84,6 +94,7 @@ class Result(StrEnum):
     UNRECOGNISED = "unrecognised"
     WOULD_REPLAY = "would-replay"
     DISCARDED = "discarded"
+    WOULD_DISCARD = "would-discard"
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +174,13 @@ class Selection:
             return False
         return self._age_matches(letter.age(now))
 
+    def matches_unrecognised(self, message: Unrecognised, now: datetime) -> bool:
+        """An unrecognised message has no event: it matches only a selection by age (since
+        it was dead-lettered), or none."""
+        if self.event_ids or self.origins or self.errors:
+            return False
+        return self._age_matches(message.age(now))
+
     def _age_matches(self, age: timedelta | None) -> bool:
         if self.older_than is None and self.newer_than is None:
             return True
@@ -174,11 +192,14 @@ class Selection:
 
 
 def _error_matches(letter: DeadLetter, wanted: str) -> bool:
-    """The error type equals `wanted`, or the error message contains it (case-insensitive):
-    `--error GrantFailed` and `--error CacheSecurityGroupNotFound` both work.
+    """The error type or one of the failed grants' error codes equals `wanted`, or the error
+    message contains it (case-insensitive): `--error GrantFailed`, `--error
+    CacheSecurityGroupNotFound` and `--error ReplicationGroupNotFoundFault` all work.
     """
     wanted = wanted.casefold()
     if letter.error_type is not None and letter.error_type.casefold() == wanted:
+        return True
+    if any(code.casefold() == wanted for code in letter.error_codes):
         return True
     return letter.error_message is not None and wanted in letter.error_message.casefold()
 
@@ -295,6 +316,7 @@ class ReplayReport:
     started: datetime
     messages: list[MessageReport] = field(default_factory=list)
     aborted: str | None = None
+    interrupted: bool = False
     release_failures: dict[str, str] = field(default_factory=dict)
 
     def count(self, result: Result) -> int:
@@ -312,6 +334,7 @@ class ReplayReport:
             "unrecognised": self.count(Result.UNRECOGNISED),
             "wouldReplay": self.count(Result.WOULD_REPLAY),
             "discarded": self.count(Result.DISCARDED),
+            "wouldDiscard": self.count(Result.WOULD_DISCARD),
         }
 
     @property
@@ -323,6 +346,8 @@ class ReplayReport:
         fields["exitStatus"] = self.exit_status
         if self.aborted is not None:
             fields["aborted"] = self.aborted
+        if self.interrupted:
+            fields["interrupted"] = True
         if self.release_failures:
             fields["notReleased"] = len(self.release_failures)
         return fields
@@ -333,12 +358,16 @@ EXIT_STILL_FAILING = 1
 EXIT_USAGE = 2
 EXIT_UNRECOGNISED = 3
 EXIT_ABORTED = 4
+EXIT_INTERRUPTED = 130
 
 
 def exit_status(report: ReplayReport) -> int:
     """0 all selected messages done; 1 some still failing (kept); 3 unrecognised messages
-    (kept) but nothing failing; 4 the run stopped early (queue or processor unusable).
+    (kept) but nothing failing; 4 the run stopped early (queue or processor unusable);
+    130 it was interrupted (Ctrl-C).
     """
+    if report.interrupted:
+        return EXIT_INTERRUPTED
     if report.aborted is not None:
         return EXIT_ABORTED
     if report.count(Result.STILL_FAILING):
@@ -363,18 +392,43 @@ class ReplayOptions:
     # Delete failed scheduled reconciliation runs instead of keeping them (after the operator
     # has reconciled); never replayed either way.
     discard_scheduled_runs: bool = False
+    # Delete messages that can never be replayed (unrecognised, or a malformed event), each
+    # once `replay(archive=...)` has written it; kept otherwise.
+    discard_unreplayable: bool = False
+
+
+Archive = Callable[["Received", "DeadLetter | Unrecognised", str], None]
+"""Writes one message (as received) and why it is discarded; raises OSError if it cannot."""
 
 
 def replay(
     queue: DeadLetterQueue,
-    processor: Processor,
+    processor: Processor | None,
     options: ReplayOptions = ReplayOptions(),
     *,
     on_message: Callable[[MessageReport], None] | None = None,
     now: datetime | None = None,
+    stop: threading.Event | None = None,
+    archive: Archive | None = None,
 ) -> ReplayReport:
-    """Drain the queue once through `processor`; see the module docstring for guarantees."""
-    run = _Run(queue, processor, options, on_message, now or datetime.now(UTC))
+    """Drain the queue once through `processor`; see the module docstring for guarantees.
+
+    Without a processor the run only discards (what its options say) and keeps every
+    selected message. Setting `stop` ends the run between two steps, as if the queue were
+    empty: the report says `interrupted`. `archive` is required with
+    `options.discard_unreplayable`.
+    """
+    if options.discard_unreplayable and archive is None and not options.dry_run:
+        raise ValueError("discarding unreplayable messages needs an archive")
+    run = _Run(
+        queue,
+        processor,
+        options,
+        on_message,
+        now or datetime.now(UTC),
+        stop or threading.Event(),
+        archive,
+    )
     return run.execute()
 
 
@@ -386,9 +440,11 @@ def peek(
     visibility_timeout: int = 60,
     wait_seconds: int = 1,
     now: datetime | None = None,
+    stop: threading.Event | None = None,
 ) -> list[DeadLetter | Unrecognised]:
     """Read the queue without consuming it: every message is made visible again at the end
     (messages must stay hidden while reading, or the same ones would be read again).
+    Setting `stop` ends the reading early; what was read so far is returned.
     """
     options = ReplayOptions(
         selection=selection,
@@ -397,7 +453,7 @@ def peek(
         visibility_timeout=visibility_timeout,
         wait_seconds=wait_seconds,
     )
-    report = replay(queue, dry_run_processor, options, now=now)
+    report = replay(queue, dry_run_processor, options, now=now, stop=stop)
     if report.aborted is not None:
         raise QueueError(report.aborted)
     # Skipped for the selection or --max: not asked for. A scheduled run, which a replay
@@ -418,22 +474,28 @@ class _Run:
     def __init__(
         self,
         queue: DeadLetterQueue,
-        processor: Processor,
+        processor: Processor | None,
         options: ReplayOptions,
         on_message: Callable[[MessageReport], None] | None,
         now: datetime,
+        stop: threading.Event,
+        archive: Archive | None,
     ) -> None:
         if options.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self._queue = queue
-        self._processor = processor
+        # Without a processor nothing selected is replayed (see _take_letter).
+        self._replays = processor is not None
+        self._processor = processor or dry_run_processor
         self._options = options
         self._on_message = on_message
         self._now = now
+        self._stop = stop
+        self._archive = archive
         self.report = ReplayReport(dry_run=options.dry_run, started=now)
         self._seen: set[str] = set()
         self._kept: list[Received] = []
-        self._succeeded: list[tuple[Received, DeadLetter, ProcessResult]] = []
+        self._succeeded: list[tuple[Received, DeadLetter | Unrecognised, ProcessResult]] = []
         self._backlog: deque[tuple[Received, DeadLetter]] = deque()
         self._in_flight: dict[Future[ProcessResult], tuple[Received, DeadLetter]] = {}
         self._selected = 0
@@ -448,20 +510,31 @@ class _Run:
             except QueueError as exc:
                 self.report.aborted = str(exc)
             finally:
-                # Also on Ctrl-C: let started replays finish, delete what succeeded, and make
-                # everything else visible again.
+                # However the run ends (asked to stop, an error, a second Ctrl-C): what
+                # succeeded is deleted and what no replay holds is made visible, at once;
+                # then the replays under way finish, and the same is done with them.
                 self._receiving = False
+                self.report.interrupted = self._stop.is_set()
                 for received, letter in self._backlog:
-                    self._keep(received, letter, Result.SKIPPED, reason="run stopped first")
+                    self._keep(received, letter, Result.SKIPPED, reason=RUN_STOPPED)
                 self._backlog.clear()
+                self._delete_succeeded()
+                self._release_kept()
                 self._settle(wait(self._in_flight).done)
                 self._delete_succeeded()
-                self.report.release_failures = self._queue.release(self._kept)
+                self._release_kept()
         return self.report
+
+    def _release_kept(self) -> None:
+        if self._kept:
+            kept, self._kept = self._kept, []
+            self.report.release_failures.update(self._queue.release(kept))
 
     def _loop(self, pool: ThreadPoolExecutor) -> None:
         limit = self._options.concurrency
         while True:
+            if self._stop.is_set():
+                return
             if self._receiving and len(self._in_flight) + len(self._backlog) < limit:
                 self._take(
                     self._queue.receive(
@@ -479,7 +552,7 @@ class _Run:
                 return
             if self._receiving and len(self._in_flight) + len(self._backlog) < limit:
                 continue
-            done, _ = wait(self._in_flight, return_when=FIRST_COMPLETED)
+            done, _ = wait(self._in_flight, timeout=STOP_CHECK_SECONDS, return_when=FIRST_COMPLETED)
             self._settle(done)
             self._delete_succeeded(full_batches_only=True)
 
@@ -494,28 +567,65 @@ class _Run:
             self._seen.add(received.message_id)
             message = read_dead_letter(received.raw)
             if isinstance(message, Unrecognised):
-                self._keep(received, message, Result.UNRECOGNISED, reason=message.reason)
-            elif not self._options.selection.matches(message, self._now):
-                self._keep(received, message, Result.SKIPPED, reason=NOT_SELECTED)
-            elif message.scheduled_run:
-                self._take_scheduled_run(received, message)
-            elif self._limit_reached():
-                self._keep(received, message, Result.SKIPPED, reason=OVER_MAX)
+                self._take_unrecognised(received, message)
             else:
-                self._selected += 1
-                if self._options.dry_run:
-                    self._keep(received, message, Result.WOULD_REPLAY)
-                else:
-                    self._backlog.append((received, message))
+                self._take_letter(received, message)
         if not received_any or self._limit_reached():
             self._receiving = False
+
+    def _take_letter(self, received: Received, message: DeadLetter) -> None:
+        if not self._options.selection.matches(message, self._now):
+            self._keep(received, message, Result.SKIPPED, reason=NOT_SELECTED)
+        elif message.malformed and self._options.discard_unreplayable:
+            self._discard(received, message, message.intake_note or "malformed event")
+        elif message.scheduled_run:
+            self._take_scheduled_run(received, message)
+        elif self._limit_reached():
+            self._keep(received, message, Result.SKIPPED, reason=OVER_MAX)
+        elif not (self._replays or self._options.dry_run):
+            self._keep(received, message, Result.SKIPPED, reason=NOT_REPLAYED)
+        else:
+            self._selected += 1
+            if self._options.dry_run:
+                self._keep(received, message, Result.WOULD_REPLAY)
+            else:
+                self._backlog.append((received, message))
+
+    def _take_unrecognised(self, received: Received, message: Unrecognised) -> None:
+        if self._options.discard_unreplayable and self._options.selection.matches_unrecognised(
+            message, self._now
+        ):
+            self._discard(received, message, f"unrecognised: {message.reason}")
+        else:
+            self._keep(received, message, Result.UNRECOGNISED, reason=message.reason)
+
+    def _discard(self, received: Received, message: DeadLetter | Unrecognised, why: str) -> None:
+        """An unreplayable message: archived, then deleted with the run's successes."""
+        if self._options.dry_run:
+            reason = f"would be archived and discarded (--discard-unreplayable): {why}"
+            self._keep(received, message, Result.WOULD_DISCARD, reason=reason)
+            return
+        if self.report.aborted is not None or self._archive is None:
+            self._keep(received, message, Result.SKIPPED, reason=f"not archived: {why}")
+            return
+        try:
+            self._archive(received, message, why)
+        except OSError as exc:
+            self._receiving = False
+            self.report.aborted = f"the archive cannot be written, nothing more is discarded: {exc}"
+            self._keep(received, message, Result.SKIPPED, reason=f"not archived: {why}")
+            return
+        reason = f"archived and discarded: {why}"
+        self._succeeded.append(
+            (received, message, ProcessResult(True, UNREPLAYABLE_STATUS, reason))
+        )
 
     def _take_scheduled_run(self, received: Received, message: DeadLetter) -> None:
         if not self._options.discard_scheduled_runs:
             self._keep(received, message, Result.SKIPPED, reason=SCHEDULED_RUN_REASON)
         elif self._options.dry_run:
             reason = "would be discarded (--discard-scheduled-runs)"
-            self._keep(received, message, Result.SKIPPED, reason=reason)
+            self._keep(received, message, Result.WOULD_DISCARD, reason=reason)
         else:
             reason = "a failed scheduled reconciliation run, discarded as asked"
             self._succeeded.append(
@@ -574,7 +684,8 @@ class _Run:
                     error_type="DeleteFailed",
                 )
             else:
-                done = Result.DISCARDED if result.status == DISCARDED_STATUS else Result.SUCCEEDED
+                discarded = result.status in {DISCARDED_STATUS, UNREPLAYABLE_STATUS}
+                done = Result.DISCARDED if discarded else Result.SUCCEEDED
                 self._record(MessageReport(letter, done, result.status, result.reason))
 
     def _keep(

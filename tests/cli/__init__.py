@@ -6,7 +6,12 @@ function's own envelope is never built here, only produced by running the functi
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
 
 FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:cache-ingress"
 RULE_ARN = "arn:aws:events:us-east-1:123456789012:rule/cache-ingress-TagChange"
@@ -74,3 +79,40 @@ def eventbridge_dlq_attributes(
         "EXHAUSTED_RETRY_CONDITION": text("MaximumRetryAttempts"),
         "RETRY_ATTEMPTS": text(str(retry_attempts)),
     }
+
+
+def stub_stack(
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    *,
+    outputs: dict[str, str],
+    parameters: dict[str, str],
+) -> list[Stubber]:
+    """CloudFormation answered by a stub that describes one stack (moto need not deploy the
+    template); the returned list gets the stubber of each client the command makes."""
+    original = boto3.Session.client
+    stubbers: list[Stubber] = []
+
+    def client(self: boto3.Session, service: str, *args: Any, **kwargs: Any) -> Any:
+        made = original(self, service, *args, **kwargs)  # type: ignore[call-overload]
+        if service == "cloudformation":
+            stubber = Stubber(made)
+            stack = {
+                "StackName": name,
+                "CreationTime": datetime(2026, 11, 1, tzinfo=UTC),
+                "StackStatus": "UPDATE_COMPLETE",
+                "Parameters": [
+                    {"ParameterKey": key, "ParameterValue": value}
+                    for key, value in parameters.items()
+                ],
+                "Outputs": [
+                    {"OutputKey": key, "OutputValue": value} for key, value in outputs.items()
+                ],
+            }
+            stubber.add_response("describe_stacks", {"Stacks": [stack]}, {"StackName": name})
+            stubber.activate()
+            stubbers.append(stubber)
+        return made
+
+    monkeypatch.setattr(boto3.Session, "client", client)
+    return stubbers

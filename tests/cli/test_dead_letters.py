@@ -16,6 +16,7 @@ from cache_ingress.settings import Settings
 from cache_ingress.wiring import build_authorizer
 from cache_ingress_tools.dead_letters import DeadLetter, Origin, Unrecognised, read_dead_letter
 from cache_ingress_tools.emulator.scenario import SeededWorld
+from cache_ingress_tools.replay import Selection
 from tests.cli import (
     eventbridge_dlq_attributes,
     lambda_dlq_attributes,
@@ -162,6 +163,28 @@ def test_the_functions_own_envelope_from_a_real_failure(
     assert letter.error_message is not None
     assert "CacheSecurityGroupNotFound" in letter.error_message
     assert letter.attempts == 1
+
+
+def test_a_vpc_failure_is_selectable_by_its_error_code_which_its_message_lacks(
+    world: SeededWorld, clients: dict[str, Any]
+) -> None:
+    # Given an event naming a replication group that does not exist, run through the function
+    event = load_event("vpc-tag-change-cache-missing.json")
+    summary = authorizer(world, clients).handle(event)
+    assert summary["status"] == "dead-lettered"
+    [message] = clients["sqs"].receive_message(
+        QueueUrl=world.dead_letter_queue_url, MessageSystemAttributeNames=["All"]
+    )["Messages"]
+
+    letter = recognised(message)
+
+    # Then the code travels in the envelope, though the message does not say it
+    assert letter.error_codes == ("ReplicationGroupNotFoundFault",)
+    assert letter.error_message is not None
+    assert "ReplicationGroupNotFoundFault" not in letter.error_message
+    assert letter.as_dict(datetime.now(UTC))["errorCodes"] == ["ReplicationGroupNotFoundFault"]
+    assert Selection(errors=("replicationgroupnotfoundfault",)).matches(letter, datetime.now(UTC))
+    assert not Selection(errors=("CacheClusterNotFound",)).matches(letter, datetime.now(UTC))
 
 
 def test_a_malformed_event_is_recognised_with_the_intake_reason(

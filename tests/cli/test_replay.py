@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -24,6 +26,7 @@ from cache_ingress_tools.dead_letters import DeadLetter, Origin, read_dead_lette
 from cache_ingress_tools.emulator.scenario import SeededWorld
 from cache_ingress_tools.replay import (
     EXIT_ABORTED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_STILL_FAILING,
     EXIT_UNRECOGNISED,
@@ -35,10 +38,16 @@ from cache_ingress_tools.replay import (
     ReplayOptions,
     Result,
     Selection,
+    dry_run_processor,
     peek,
     replay,
 )
-from tests.cli import eventbridge_dlq_attributes, lambda_dlq_attributes, on_failure_record
+from tests.cli import (
+    eventbridge_dlq_attributes,
+    lambda_dlq_attributes,
+    on_failure_record,
+    stub_stack,
+)
 from tests.support.events import (
     INVENTORY_GROUP,
     ORDERS_GROUP,
@@ -201,6 +210,7 @@ def test_every_format_replays_locally_and_only_successes_are_deleted(
         "unrecognised": 0,
         "wouldReplay": 0,
         "discarded": 0,
+        "wouldDiscard": 0,
     }
     assert report.exit_status == EXIT_STILL_FAILING
     # Only the failure is left, visible again at once, and was not dead-lettered a second time.
@@ -283,6 +293,153 @@ def test_an_interrupted_run_deletes_what_succeeded_and_releases_the_rest(
     left = {json.loads(body)["requestPayload"]["id"] for body in bodies(clients, world)}
     assert left.isdisjoint(done)
     assert len(left) == 8
+
+
+def test_a_stop_request_makes_what_no_replay_holds_visible_before_the_replays_under_way_end(
+    clients: dict[str, Any],
+    world: SeededWorld,
+    queue: DeadLetterQueue,
+    send: Callable[..., str],
+    local: Callable[[], LocalReplayer],
+) -> None:
+    for index in range(25):
+        send(on_failure_record(tag_change(ORDERS_GROUP, event_id=f"e-stop-{index:02d}")))
+    replayer = local()
+    stop = threading.Event()
+    hidden_while_replaying: list[int] = []
+
+    def operator_presses_ctrl_c_during_the_third(letter: DeadLetter) -> ProcessResult:
+        if len(hidden_while_replaying) == 2:
+            stop.set()
+            # This replay is still under way: wait until the run has put back the rest.
+            deadline = time.monotonic() + 30
+            while hidden(clients, world) > 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        hidden_while_replaying.append(hidden(clients, world))
+        return replayer(letter)
+
+    report = replay(queue, operator_presses_ctrl_c_during_the_third, fast(concurrency=1), stop=stop)
+
+    # Only the third replay's own message was hidden once the run was asked to stop: the
+    # two before it were deleted, the rest made visible
+    assert hidden_while_replaying[2] == 1
+    assert report.interrupted is True
+    assert report.exit_status == EXIT_INTERRUPTED
+    assert report.summary()["interrupted"] is True
+    assert report.counts["succeeded"] == 3
+    assert visible(clients, world) == 22
+
+
+def hidden(clients: dict[str, Any], world: SeededWorld) -> int:
+    attributes = clients["sqs"].get_queue_attributes(
+        QueueUrl=world.dead_letter_queue_url,
+        AttributeNames=["ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+def test_peek_stops_when_asked_and_returns_what_it_read(
+    clients: dict[str, Any], world: SeededWorld, queue: DeadLetterQueue, send: Callable[..., str]
+) -> None:
+    for index in range(30):
+        send(f"not json {index}")
+    stop = threading.Event()
+    original = queue.receive
+
+    def receive_then_stop(**options: Any) -> Any:
+        batch = original(**options)
+        stop.set()  # Ctrl-C while the first batch was being read
+        return batch
+
+    queue.receive = receive_then_stop  # type: ignore[method-assign]
+
+    messages = peek(queue, wait_seconds=0, stop=stop)
+
+    assert len(messages) == 10
+    assert visible(clients, world) == 30
+
+
+# --- messages no replay can ever succeed with ---------------------------------------------
+
+
+@pytest.fixture
+def poisoned_queue(send: Callable[..., str]) -> dict[str, str]:
+    """An unrecognised message, a malformed event and a good one: their message ids."""
+    malformed = load_event("malformed-missing-detail.json")
+    return {
+        "garbage": send("<html>not json</html>", {"k": {"DataType": "String", "StringValue": "v"}}),
+        "malformed": send(on_failure_record(malformed, error_type="MalformedEvent")),
+        "fine": send(on_failure_record(tag_change(event_id="e-fine"))),
+    }
+
+
+def test_unreplayable_messages_are_archived_then_deleted_only_when_asked(
+    clients: dict[str, Any],
+    world: SeededWorld,
+    queue: DeadLetterQueue,
+    poisoned_queue: dict[str, str],
+    local: Callable[[], LocalReplayer],
+) -> None:
+    archived: list[tuple[str, str | None, str, int]] = []
+
+    def archive(received: Any, message: Any, why: str) -> None:
+        # Still in the queue (hidden) when it is written to the archive.
+        archived.append(
+            (received.message_id, received.raw.get("Body"), why, hidden(clients, world))
+        )
+
+    # A dry run lists them and touches nothing
+    dry = replay(queue, dry_run_processor, fast(dry_run=True, discard_unreplayable=True))
+    assert {m.message.message_id for m in dry.messages if m.result is Result.WOULD_DISCARD} == {
+        poisoned_queue["garbage"],
+        poisoned_queue["malformed"],
+    }
+    assert dry.counts["wouldDiscard"] == 2
+    assert visible(clients, world) == 3
+
+    # Without the option, they stay (unrecognised, and still failing); the good one is done
+    kept = replay(queue, local(), fast())
+    assert sorted(m.result for m in kept.messages) == sorted(
+        [Result.UNRECOGNISED, Result.STILL_FAILING, Result.SUCCEEDED]
+    )
+    assert visible(clients, world) == 2
+
+    report = replay(queue, local(), fast(discard_unreplayable=True), archive=archive)
+
+    assert sorted(m[0] for m in archived) == sorted(
+        [poisoned_queue["garbage"], poisoned_queue["malformed"]]
+    )
+    assert all(still_hidden >= 1 for *_, still_hidden in archived)
+    assert ("<html>not json</html>") in [body for _, body, _, _ in archived]
+    discarded = [m for m in report.messages if m.result is Result.DISCARDED]
+    assert len(discarded) == 2
+    assert {m.status for m in discarded} == {"unreplayable"}
+    assert report.counts["discarded"] == 2
+    assert report.exit_status == EXIT_OK
+    assert visible(clients, world) == 0
+
+
+def test_an_archive_that_cannot_be_written_keeps_the_message_and_stops_the_run(
+    clients: dict[str, Any],
+    world: SeededWorld,
+    queue: DeadLetterQueue,
+    poisoned_queue: dict[str, str],
+) -> None:
+    def full_disk(*_: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    report = replay(queue, dry_run_processor, fast(discard_unreplayable=True), archive=full_disk)
+
+    assert report.aborted is not None
+    assert "No space left on device" in report.aborted
+    assert report.exit_status == EXIT_ABORTED
+    assert report.counts["discarded"] == 0
+    assert visible(clients, world) == 3
+
+
+def test_discarding_needs_an_archive() -> None:
+    with pytest.raises(ValueError, match="archive"):
+        replay(None, None, fast(discard_unreplayable=True))  # type: ignore[arg-type]
 
 
 # --- selection, --max and dry run ---------------------------------------------------------
@@ -855,6 +1012,7 @@ def test_a_missing_cache_group_replayed_locally_after_the_operator_creates_it(
         "unrecognised": 0,
         "wouldReplay": 0,
         "discarded": 0,
+        "wouldDiscard": 0,
         "exitStatus": 0,
     }
     assert granted(clients, "inventory-cache-sg") == ["inventory-app"]
@@ -874,6 +1032,7 @@ def test_a_missing_cache_group_replayed_locally_after_the_operator_creates_it(
                 "unrecognised": 0,
                 "wouldReplay": 0,
                 "discarded": 0,
+                "wouldDiscard": 0,
                 "exitStatus": 0,
             }
         }
@@ -995,6 +1154,41 @@ def test_replay_exit_statuses_through_the_cli(
     assert "IDEMPOTENCY_TABLE" in capsys.readouterr().err
 
 
+def test_the_documented_discard_of_unreplayable_messages_through_the_cli(
+    clients: dict[str, Any],
+    world: SeededWorld,
+    poisoned_queue: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    # docs/replay.md, "Messages no replay can succeed with"
+    archive = tmp_path / "dead-letters.jsonl"
+    base = ["replay", "--queue-url", world.dead_letter_queue_url, "--wait-seconds", "0"]
+
+    assert cli.main([*base, "--dry-run", "--discard-unreplayable"]) == EXIT_OK
+    assert "would discard 2" in capsys.readouterr().out
+    assert cli.main([*base, "--discard-unreplayable"]) == EXIT_USAGE
+    assert "pass --archive" in capsys.readouterr().err
+    assert not archive.exists()
+
+    status = cli.main([*base, "--discard-unreplayable", "--archive", str(archive)])
+
+    out = capsys.readouterr().out
+    assert status == EXIT_OK
+    assert "discarded 2 unreplayable (archived)" in out
+    lines = [json.loads(line) for line in archive.read_text(encoding="utf-8").splitlines()]
+    by_id = {line["messageId"]: line for line in lines}
+    assert set(by_id) == {poisoned_queue["garbage"], poisoned_queue["malformed"]}
+    garbage = by_id[poisoned_queue["garbage"]]
+    assert garbage["body"] == "<html>not json</html>"
+    assert garbage["messageAttributes"]["k"]["StringValue"] == "v"
+    assert "SentTimestamp" in garbage["attributes"]
+    assert by_id[poisoned_queue["malformed"]]["reason"].startswith("malformed event")
+    # The good message was not replayed (no --function-name or --local), and is still there
+    [left] = bodies(clients, world)
+    assert json.loads(left)["requestPayload"]["id"] == "e-fine"
+
+
 STACK_POLICY = """
 version: 1
 tag_key: cache-ingress
@@ -1017,49 +1211,15 @@ def test_the_stack_gives_the_queue_the_table_and_the_policy_parameter(
     clients["ssm"].put_parameter(Name="/cache-ingress/policy", Value=STACK_POLICY, Type="String")
     send(on_failure_record(tag_change(ORDERS_GROUP, event_id="e-stack-orders")))
     send(on_failure_record(create_tags([PAYMENTS_GROUP], event_id="e-stack-payments")))
-    # CloudFormation is answered by a stub: moto need not deploy the template.
-    original = boto3.Session.client
-    stubbers: list[Stubber] = []
-
-    def client(self: boto3.Session, service: str, *args: Any, **kwargs: Any) -> Any:
-        made = original(self, service, *args, **kwargs)  # type: ignore[call-overload]
-        if service == "cloudformation":
-            stubber = Stubber(made)
-            stubber.add_response(
-                "describe_stacks",
-                {
-                    "Stacks": [
-                        {
-                            "StackName": "cache-ingress",
-                            "CreationTime": datetime(2026, 11, 1, tzinfo=UTC),
-                            "StackStatus": "UPDATE_COMPLETE",
-                            "Parameters": [
-                                {
-                                    "ParameterKey": "PolicyParameterName",
-                                    "ParameterValue": "/cache-ingress/policy",
-                                },
-                                {"ParameterKey": "TagKey", "ParameterValue": "cache-ingress"},
-                            ],
-                            "Outputs": [
-                                {
-                                    "OutputKey": "DeadLetterQueueUrl",
-                                    "OutputValue": world.dead_letter_queue_url,
-                                },
-                                {
-                                    "OutputKey": "IdempotencyTableName",
-                                    "OutputValue": world.scenario.idempotency_table,
-                                },
-                            ],
-                        }
-                    ]
-                },
-                {"StackName": "cache-ingress"},
-            )
-            stubber.activate()
-            stubbers.append(stubber)
-        return made
-
-    monkeypatch.setattr(boto3.Session, "client", client)
+    stubbers = stub_stack(
+        monkeypatch,
+        "cache-ingress",
+        outputs={
+            "DeadLetterQueueUrl": world.dead_letter_queue_url,
+            "IdempotencyTableName": world.scenario.idempotency_table,
+        },
+        parameters={"PolicyParameterName": "/cache-ingress/policy", "TagKey": "cache-ingress"},
+    )
 
     status = cli.main(
         ["replay", "--local", "--stack-name", "cache-ingress", "--wait-seconds", "0", "--json"]

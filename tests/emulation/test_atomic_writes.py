@@ -15,11 +15,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
-import moto
 import pytest
 from botocore.exceptions import ClientError
 
-from cache_ingress_tools.emulator import atomic_writes, cache_security_groups
+from cache_ingress_tools.emulator import atomic_writes
 
 pytestmark = pytest.mark.emulation
 
@@ -29,10 +28,10 @@ KEYS = 20
 
 
 @pytest.fixture
-def clients() -> Iterator[dict[str, Any]]:
-    cache_security_groups.install()  # the one install every embedded AWS uses
-    with moto.mock_aws():
-        yield {name: boto3.client(name, region_name=REGION) for name in ("dynamodb", "ec2")}
+def clients(aws: None) -> dict[str, Any]:
+    """Clients of the suite's moto world (tests/support/fixtures.py), emptied for this test;
+    it has the one install every embedded AWS uses."""
+    return {name: boto3.client(name, region_name=REGION) for name in ("dynamodb", "ec2")}
 
 
 @pytest.fixture

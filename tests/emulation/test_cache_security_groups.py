@@ -16,7 +16,6 @@ from urllib.error import HTTPError
 
 import boto3
 import botocore.session
-import moto
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -36,6 +35,8 @@ from cache_ingress_tools.emulator.cache_security_groups import (
 
 if TYPE_CHECKING:
     from mypy_boto3_elasticache import ElastiCacheClient
+
+from tests.support.fixtures import MotoWorld
 
 pytestmark = pytest.mark.emulation
 
@@ -76,10 +77,10 @@ def _group(
 
 
 @pytest.fixture
-def aws() -> Iterator[Any]:
-    install()
-    with moto.mock_aws() as mock:
-        yield mock
+def aws(moto_world: MotoWorld) -> MotoWorld:
+    """The suite's moto world (tests/support/fixtures.py), emptied for this test."""
+    moto_world.reset()
+    return moto_world
 
 
 @pytest.fixture
@@ -578,7 +579,9 @@ def test_install_is_idempotent(aws: Any) -> None:
 
 
 @pytest.fixture
-def server_endpoint() -> Iterator[str]:
+def server_endpoint(aws: MotoWorld) -> Iterator[str]:
+    """A moto server in this process: it serves the same (emptied) state as the module's
+    in-process moto, and its reset at the end empties it again."""
     install()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

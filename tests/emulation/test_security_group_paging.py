@@ -3,15 +3,11 @@ paginator and parsing."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
-import moto
 import pytest
 from botocore.exceptions import ClientError
-
-from cache_ingress_tools.emulator import cache_security_groups
 
 pytestmark = pytest.mark.emulation
 
@@ -19,24 +15,23 @@ REGION = "us-east-1"
 
 
 @pytest.fixture
-def ec2() -> Iterator[Any]:
-    cache_security_groups.install()  # the one install every embedded AWS uses
-    with moto.mock_aws():
-        client = boto3.client("ec2", region_name=REGION)
-        vpc = client.create_vpc(CidrBlock="10.7.0.0/16")["Vpc"]["VpcId"]
-        for index in range(23):
-            client.create_security_group(
-                GroupName=f"app-{index:02}",
-                Description="app",
-                VpcId=vpc,
-                TagSpecifications=[
-                    {
-                        "ResourceType": "security-group",
-                        "Tags": [{"Key": "cache-ingress", "Value": "orders"}],
-                    }
-                ],
-            )
-        yield client
+def ec2(aws: None) -> Any:
+    """The suite's moto world (tests/support/fixtures.py), emptied, with 23 tagged groups."""
+    client = boto3.client("ec2", region_name=REGION)
+    vpc = client.create_vpc(CidrBlock="10.7.0.0/16")["Vpc"]["VpcId"]
+    for index in range(23):
+        client.create_security_group(
+            GroupName=f"app-{index:02}",
+            Description="app",
+            VpcId=vpc,
+            TagSpecifications=[
+                {
+                    "ResourceType": "security-group",
+                    "Tags": [{"Key": "cache-ingress", "Value": "orders"}],
+                }
+            ],
+        )
+    return client
 
 
 TAGGED = [{"Name": "tag-key", "Values": ["cache-ingress"]}]

@@ -7,11 +7,9 @@ the moto server, as the function's calls do.
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
-import moto
 import pytest
 from moto.elasticache.models import CacheCluster
 from moto.server import ThreadedMotoServer
@@ -24,10 +22,9 @@ REGION = "us-east-1"
 
 
 @pytest.fixture
-def clients() -> Iterator[dict[str, Any]]:
-    vpc_caches.install()
-    with moto.mock_aws():
-        yield {name: boto3.client(name, region_name=REGION) for name in ("ec2", "elasticache")}
+def clients(aws: None) -> dict[str, Any]:
+    """Clients of the suite's moto world (tests/support/fixtures.py), emptied for this test."""
+    return {name: boto3.client(name, region_name=REGION) for name in ("ec2", "elasticache")}
 
 
 def test_a_cluster_names_its_security_groups(clients: dict[str, Any]) -> None:
@@ -179,7 +176,8 @@ def test_install_refuses_to_hide_moto_s_own_security_groups(
         vpc_caches.install()
 
 
-def test_the_moto_server_answers_with_the_emulation() -> None:
+def test_the_moto_server_answers_with_the_emulation(aws: None) -> None:
+    # The server serves the module's (emptied) moto state; its reset at the end empties it.
     cache_security_groups.install()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

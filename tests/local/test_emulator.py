@@ -29,7 +29,13 @@ from cache_ingress_tools.emulator.scenario import (
 )
 from cache_ingress_tools.emulator.server import EmbeddedAws, EmulatorError
 from cache_ingress_tools.local_invoke import FUNCTION_ID, rebase
-from tests.local import CHILD_DEADLINE_SECONDS, REPO_ROOT, LineReader, cli_command
+from tests.local import (
+    CHILD_DEADLINE_SECONDS,
+    REPO_ROOT,
+    LineReader,
+    cli_command,
+    interruptible_cli_command,
+)
 from tests.support.events import (
     INVENTORY_GROUP,
     ORDERS_GROUP,
@@ -619,7 +625,7 @@ def test_events_env_json_is_what_the_default_emulator_needs(aws: EmbeddedAws) ->
 def test_the_emulator_command_serves_until_interrupted(tmp_path: Path) -> None:
     env_file = tmp_path / "env.json"
     child = subprocess.Popen(  # noqa: S603 - our own console script
-        cli_command("emulator", "--port", "0", "--env-vars-out", str(env_file)),
+        interruptible_cli_command("emulator", "--port", "0", "--env-vars-out", str(env_file)),
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -79,9 +79,16 @@ def test_an_unknown_tag_is_refused_with_the_file(tmp_path: Path) -> None:
     path = tmp_path / "template.yaml"
     path.write_text("Resources:\n  R: !Nope x\n", encoding="utf-8")
 
-    with pytest.raises(
-        TemplateError, match=r"template .*: not valid YAML: .*unknown CloudFormation tag !Nope"
-    ):
+    with pytest.raises(TemplateError, match=r"template .*: unknown intrinsic function Fn::Nope"):
+        load_template(path)
+
+
+@pytest.mark.template
+def test_a_duplicate_key_is_refused_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "template.yaml"
+    path.write_text("Resources:\n  R: {Type: T}\n  R: {Type: U}\n", encoding="utf-8")
+
+    with pytest.raises(TemplateError, match=r"template .*: line 2: Duplicate found 'R'"):
         load_template(path)
 
 
@@ -372,9 +379,35 @@ class TestAgainstARunningEmulator:
         summary = json.loads(_section(output, "summary (the function's response)\n", "\n\n"))
         assert summary["dryRun"] is True
         assert [d["outcome"] for d in summary["decisions"]] == ["dry-run"]
-        assert "log (1 lines)" in output  # only the metrics line: INFO decisions are below WARNING
+        # Only metric lines (the ColdStart one too on a cold start, whichever test came
+        # first in this process): the INFO decision line is below WARNING.
+        logs = [json.loads(line) for line in _section(output, "lines)\n", "\n\n").splitlines()]
+        assert logs
+        assert [line for line in logs if "_aws" not in line] == []
         assert "re-based to " + aws.endpoint_url in output
         assert "orders-cache-sg    (no ingress)" in output
+
+    def test_the_parameter_overrides_of_docs_local_md_as_written(
+        self, aws: EmbeddedAws, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        # docs/local.md: cache-ingress invoke events/tag-change-authorized.json
+        #     --parameter-overrides DryRun=true LogLevel=WARNING
+        for overrides in (["DryRun=true", "LogLevel=WARNING"], ["DryRun=true LogLevel=WARNING"]):
+            status, output, errors = _invoke(
+                capsys,
+                "events/tag-change-authorized.json",
+                "--endpoint-url",
+                aws.endpoint_url,
+                "--parameter-overrides",
+                *overrides,
+            )
+
+            assert status == 0, errors
+            summary = json.loads(_section(output, "summary (the function's response)\n", "\n\n"))
+            assert [d["outcome"] for d in summary["decisions"]] == ["dry-run"]
+            logs = _section(output, "lines)\n", "\n\n").splitlines()
+            assert not [line for line in logs if json.loads(line).get("level") == "INFO"]
+            assert "orders-cache-sg    (no ingress)" in output
 
     def test_the_developers_shell_does_not_leak_into_the_function(
         self,

@@ -6,15 +6,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cache_ingress_tools.cli import main
-from cache_ingress_tools.emulator.scenario import SeededWorld, load_scenario
-from cache_ingress_tools.emulator.server import EmbeddedAws
+from cache_ingress_tools.emulator.scenario import SeededWorld
+from tests.cli import stub_stack
 from tests.integration.conftest import (  # noqa: F401 - fixtures
     aws,
     clients,
@@ -156,41 +155,66 @@ def test_a_bad_page_size_names_the_option_variable(
     assert "RECONCILE_PAGE_SIZE" in capsys.readouterr().err
 
 
-@pytest.fixture
-def embedded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[EmbeddedAws]:
-    for name in ("ACCOUNT_ID", "IDEMPOTENCY_TABLE", "DEAD_LETTER_QUEUE_URL", "POLICY_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    scenario, _ = classic_files(tmp_path)
-    with EmbeddedAws(load_scenario(scenario), port=0) as running:
-        yield running
-
-
-def test_against_the_embedded_aws_over_http_with_the_account_from_sts(
-    embedded: EmbeddedAws, capsys: pytest.CaptureFixture[str], tmp_path: Path
+def test_the_stack_gives_the_table_the_policy_parameter_and_the_tag_key(
+    function_environment: dict[str, str],
+    clients: dict[str, Any],
+    world: SeededWorld,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    table = embedded.world.scenario.idempotency_table
-
-    status = main(
-        [
-            "reconcile",
-            "--json",
-            "--endpoint-url",
-            embedded.endpoint_url,
-            "--region",
-            embedded.scenario.region,
-            "--idempotency-table",
-            table,
-            "--page-size",
-            "5",
-            "--policy-file",
-            str(tmp_path / "classic-policy.yaml"),
-        ]
+    # Given the variables name nothing; the stack names the table and an SSM policy that
+    # allows only orders (inventory's missing cache group is then no longer a failure)
+    for name in ("IDEMPOTENCY_TABLE", "POLICY_FILE", "TAG_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    clients["ssm"].put_parameter(
+        Name="/cache-ingress/policy",
+        Type="String",
+        Value="version: 1\ntargets:\n  orders:\n    cache_security_group: orders-cache-sg\n"
+        "    allow: {required_tags: {env: prod}}\n",
+    )
+    stubbers = stub_stack(
+        monkeypatch,
+        "cache-ingress",
+        outputs={"IdempotencyTableName": world.scenario.idempotency_table},
+        parameters={"PolicyParameterName": "/cache-ingress/policy", "TagKey": "cache-ingress"},
     )
 
+    status = main(["reconcile", "--stack-name", "cache-ingress", "--json"])
+
     report = json.loads(capsys.readouterr().out)
-    assert status == 1  # inventory-cache-sg does not exist in the scenario
-    assert (report["pages"], report["groupsSeen"], report["counts"]["repaired"]) == (1, 5, 2)
-    assert granted_pairs(embedded.client("elasticache"), ORDERS) == {
-        ("orders-app", embedded.scenario.account_id),
-        ("reporting-app", embedded.scenario.account_id),
+    assert status == 0
+    [stubber] = stubbers
+    stubber.assert_no_pending_responses()
+    assert report["counts"]["repaired"] == 2
+    assert report["counts"]["failed"] == 0
+    assert granted_pairs(clients["elasticache"], ORDERS) == {
+        ("orders-app", ACCOUNT),
+        ("reporting-app", ACCOUNT),
     }
+    assert clients["dynamodb"].scan(TableName=world.scenario.idempotency_table)["Count"] == 2
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["--policy-file", "/no/such/policy.yaml"], "policy /no/such/policy.yaml: cannot be read"),
+        (["--policy-parameter", "/cache-ingress/none"], "ssm:/cache-ingress/none: cannot be read"),
+        (["--policy-parameter", "cache-ingress"], "POLICY_PARAMETER must be an SSM parameter"),
+        (["--account-id", "1234"], "ACCOUNT_ID must be a 12-digit AWS account id"),
+    ],
+    ids=["missing-file", "missing-parameter", "parameter-name", "account-id"],
+)
+def test_a_settings_error_is_a_usage_error_without_a_log_line(
+    function_environment: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    options: list[str],
+    expected: str,
+) -> None:
+    status = main(["reconcile", "--dry-run", *options])
+
+    captured = capsys.readouterr()
+    assert status == 2
+    assert captured.out == ""
+    [line] = captured.err.splitlines()
+    assert line.startswith("cache-ingress reconcile: ")
+    assert expected in line

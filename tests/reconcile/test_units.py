@@ -240,7 +240,7 @@ def test_the_budget_keeps_the_reserve_and_the_slowest_step() -> None:
 def test_the_budget_grows_by_the_slowest_step_seen(monkeypatch: pytest.MonkeyPatch) -> None:
     # A fake clock: the step below takes 5 s, so 62 s left no longer covers 60 s + 5 s.
     clock = iter([100.0, 105.0])
-    monkeypatch.setattr("cache_ingress.reconcile.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("cache_ingress.reconcile.sweep.time.monotonic", lambda: next(clock))
     budget = Budget(FakeLambdaContext(remaining_millis=62_000), 60_000)
 
     with budget.step():

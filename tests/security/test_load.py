@@ -27,7 +27,7 @@ from tests.security.burst import (
     run_through_handler,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.load]
 
 UNIQUE_EVENTS = 600
 

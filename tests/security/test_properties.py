@@ -406,6 +406,7 @@ def gated_moto_cases(draw: st.DrawFn) -> MotoCase:
     )
 
 
+@pytest.mark.property
 @settings(PROFILE, max_examples=MOTO_WORLD_EXAMPLES)
 @given(case=moto_cases())
 def test_moto_world_grants_exactly_what_the_oracle_allows(
@@ -414,6 +415,7 @@ def test_moto_world_grants_exactly_what_the_oracle_allows(
     check_moto_world(case, shared)
 
 
+@pytest.mark.property
 @settings(PROFILE, max_examples=GATED_EXAMPLES)
 @given(case=gated_moto_cases())
 def test_principal_gated_grants_need_the_call_the_principal_and_cloudtrail(
@@ -644,6 +646,7 @@ def any_state_cases(draw: st.DrawFn) -> AnyStateCase:
     )
 
 
+@pytest.mark.property
 @settings(PROFILE, max_examples=ANY_STATE_EXAMPLES)
 @given(case=any_state_cases())
 def test_any_group_state_and_faults_never_widen_a_grant_or_lose_an_event(

@@ -1,6 +1,6 @@
 """IAM and data-at-rest checks on template.yaml, read as CloudFormation reads it.
 
-The template is loaded with a YAML loader that understands the short intrinsic tags, and
+The template is loaded with the project's CloudFormation loader (cfn-lint's decoder), and
 the intrinsics that build ARNs are evaluated for concrete parameters, so the assertions are
 about the ARNs IAM will see, not about the text that produces them.
 """
@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+
+from cache_ingress_tools.local_invoke.template import TemplateError, load_template
 
 pytestmark = pytest.mark.template
 
@@ -48,40 +49,9 @@ class _NoValue:
 NO_VALUE = _NoValue()
 
 
-class CloudFormationLoader(yaml.SafeLoader):
-    """SafeLoader plus the short intrinsic tags (!Ref, !GetAtt, !Sub, …) as long forms."""
-
-
-def _intrinsic(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        assert isinstance(node, yaml.MappingNode)
-        value = loader.construct_mapping(node, deep=True)
-    if tag_suffix == "Ref":
-        return {"Ref": value}
-    if tag_suffix == "Condition":
-        return {"Condition": value}
-    if tag_suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{tag_suffix}": value}
-
-
-CloudFormationLoader.add_multi_constructor("!", _intrinsic)
-
-
-def load(text: str) -> Any:
-    return yaml.load(text, Loader=CloudFormationLoader)  # noqa: S506 - a SafeLoader subclass
-
-
 @cache
 def template() -> dict[str, Any]:
-    loaded = load(TEMPLATE.read_text(encoding="utf-8"))
-    assert isinstance(loaded, dict)
-    return loaded
+    return load_template(TEMPLATE)
 
 
 def resources(kind: str | None = None) -> dict[str, dict[str, Any]]:
@@ -535,16 +505,22 @@ def test_the_dead_letter_queue_is_encrypted_and_keeps_messages_fourteen_days() -
     assert queue["MessageRetentionPeriod"] == 14 * 24 * 60 * 60
 
 
-def test_the_loader_reads_short_tags_as_intrinsics() -> None:
-    loaded = load("a: !Ref X\nb: !GetAtt T.Arn\nc: !Sub 'x-${AWS::Region}'\nd: !If [C, 1, 2]\n")
-    assert loaded == {
+def test_the_loader_reads_short_tags_as_intrinsics(tmp_path: Path) -> None:
+    path = tmp_path / "template.yaml"
+    path.write_text(
+        "Resources:\n  R:\n    Properties:\n      a: !Ref X\n      b: !GetAtt T.Arn\n"
+        "      c: !Sub 'x-${AWS::Region}'\n      d: !If [C, 1, 2]\n",
+        encoding="utf-8",
+    )
+    assert load_template(path)["Resources"]["R"]["Properties"] == {
         "a": {"Ref": "X"},
         "b": {"Fn::GetAtt": ["T", "Arn"]},
         "c": {"Fn::Sub": "x-${AWS::Region}"},
         "d": {"Fn::If": ["C", 1, 2]},
     }
-    with pytest.raises(yaml.constructor.ConstructorError):
-        load("a: !!python/name:os.system\n")
+    path.write_text("Resources:\n  R: !!python/name:os.system\n", encoding="utf-8")
+    with pytest.raises(TemplateError, match=r"python/name:os\.system"):
+        load_template(path)
 
 
 def test_the_sweep_reads_named_cache_groups_and_touches_only_its_records_and_token() -> None:

@@ -40,6 +40,7 @@ def test_the_envelope_has_lambdas_on_failure_shape() -> None:
         "responsePayload": {
             "errorType": "PolicyInvalid",
             "errorMessage": "policy x: version: must be 1",
+            "errorCodes": [],
             "decisions": [{"group_id": "sg-1", "outcome": "failed"}],
         },
     }
@@ -63,3 +64,30 @@ def test_an_oversized_body_drops_decisions_but_keeps_the_event() -> None:
     assert parsed["requestPayload"] == event
     assert parsed["responsePayload"]["decisionsOmitted"] == 400
     assert len(parsed["responsePayload"]["errorMessage"]) == 1024
+
+
+def test_the_failed_grants_error_codes_are_named_once_and_survive_dropped_decisions() -> None:
+    # A VPC cache that does not exist: its reason has no error code in it, only the decision.
+    missing = {
+        "outcome": "failed",
+        "reason": "replication group search-redis does not exist in us-east-1" + "z" * 2000,
+        "error_code": "ReplicationGroupNotFoundFault",
+    }
+    throttled = {"outcome": "failed", "reason": "slow down", "error_code": "Throttling"}
+    denied = {"outcome": "denied", "reason": "required-tags"}
+    decisions = [missing, throttled, denied, missing] * 100
+
+    body = envelope_body(
+        function_envelope(
+            {"id": "e-1"},
+            error_type="GrantFailed",
+            error_message="grants failed",
+            request_id="r",
+            function_arn="a",
+            decisions=decisions,
+        )
+    )
+
+    response = json.loads(body)["responsePayload"]
+    assert response["decisionsOmitted"] == 400
+    assert response["errorCodes"] == ["ReplicationGroupNotFoundFault", "Throttling"]

@@ -264,6 +264,7 @@ resolutions = st.one_of(
 )
 
 
+@pytest.mark.property
 @given(
     tag=st.sampled_from(["sessions", "legacy", "shared", "sessions,legacy,shared"]),
     vpc_id=vpcs,

@@ -65,6 +65,7 @@ def test_characters_ec2_refuses_are_replaced_and_the_length_is_capped() -> None:
     assert len(description) == DESCRIPTION_MAX
 
 
+@pytest.mark.property
 @given(target=st.text(max_size=80), event_id=st.text(max_size=300))
 def test_every_description_is_one_ec2_accepts(target: str, event_id: str) -> None:
     description = rule_description(replace(GRANT, target=target, event_id=event_id))

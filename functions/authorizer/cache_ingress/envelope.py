@@ -29,7 +29,12 @@ def function_envelope(
     decisions: Sequence[Mapping[str, Any]] = (),
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """An on-failure-shaped record of an event the function itself gave up on."""
+    """An on-failure-shaped record of an event the function itself gave up on.
+
+    `errorCodes` names the AWS error codes of the failed decisions (once each): they stay
+    when the decisions are left out for size, and the replay tool selects by them.
+    """
+    codes = [d["error_code"] for d in decisions if isinstance(d.get("error_code"), str)]
     return {
         "version": ENVELOPE_VERSION,
         "timestamp": (now or datetime.now(UTC)).isoformat(timespec="milliseconds"),
@@ -44,6 +49,7 @@ def function_envelope(
         "responsePayload": {
             "errorType": error_type,
             "errorMessage": error_message,
+            "errorCodes": list(dict.fromkeys(codes)),
             "decisions": list(decisions),
         },
     }

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from uuid import uuid4
 
 from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
@@ -23,21 +22,28 @@ from cache_ingress.models import Decision, FailureKind, Grant, Outcome
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
+    from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
 # Independent of the Lambda function's name, so the operator's local replay and the deployed
 # function share one record per grant.
 KEY_PREFIX = "cache-ingress.grant"
+# Set on a result read back from its record (Powertools calls the response hook only then),
+# never stored: a call tells a grant made before from the one it just made.
+RECORDED = "recorded"
 
 
 def _authorize_recorded(
-    *, key: dict[str, Any], grant: Grant, authorize: Callable[[Grant], Outcome], attempt: str
+    *, key: dict[str, Any], grant: Grant, authorize: Callable[[Grant], Outcome]
 ) -> dict[str, str]:
     # `key` is only the idempotency key (Powertools hashes it); the grant itself is `grant`.
-    # `attempt` is stored with the result, so a later call can tell a recorded result apart
-    # from one it just made.
     del key
-    return {"outcome": str(authorize(grant)), "attempt": attempt}
+    return {"outcome": str(authorize(grant))}
+
+
+def _mark_recorded(response: Any, idempotent_data: DataRecord) -> dict[str, Any]:
+    del idempotent_data  # the record's own fields are not needed; being called is the news
+    return {**(response if isinstance(response, dict) else {}), RECORDED: True}
 
 
 class Granter:
@@ -52,7 +58,9 @@ class Granter:
     ) -> None:
         self._authorize = authorize
         self._config = IdempotencyConfig(
-            expires_after_seconds=expiry_seconds, raise_on_no_idempotency_key=True
+            expires_after_seconds=expiry_seconds,
+            raise_on_no_idempotency_key=True,
+            response_hook=_mark_recorded,
         )
         self._authorize_once: Callable[..., dict[str, Any]] = idempotent_function(
             _authorize_recorded,
@@ -67,13 +75,9 @@ class Granter:
         self._config.register_lambda_context(context)
 
     def grant(self, grant: Grant, principal: str | None) -> Decision:
-        attempt = uuid4().hex
         try:
             result = self._authorize_once(
-                key=grant.idempotency_data(),
-                grant=grant,
-                authorize=self._authorize,
-                attempt=attempt,
+                key=grant.idempotency_data(), grant=grant, authorize=self._authorize
             )
         except AwsCallError as exc:
             kind = FailureKind.TRANSIENT if exc.transient else FailureKind.PERMANENT
@@ -98,9 +102,9 @@ class Granter:
                 failure=FailureKind.TRANSIENT,
                 error_code="IdempotencyStore",
             )
-        if result.get("attempt") != attempt:
+        if result.get(RECORDED):
             # A duplicate delivery: this event's grant was made before and recorded.
-            reason = f"this event's grant was already made ({result['outcome']}, recorded)"
+            reason = f"this event's grant was already made ({result.get('outcome')}, recorded)"
             return grant.decision(Outcome.ALREADY_AUTHORIZED, reason, principal)
         outcome = Outcome(result["outcome"])
         if outcome is Outcome.AUTHORIZED:

@@ -1,4 +1,9 @@
-"""The function's settings: one typed object, built once from the environment."""
+"""The functions' settings: typed objects, built once from the environment.
+
+`Settings` is what every path needs (the event path, the scheduled sweep, the operator's
+tools); `ReconcileOptions` is what only the sweep adds. Both parse here, with one set of
+rules and one kind of message naming the bad variable.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ _ACCOUNT = re.compile(r"^[0-9]{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
+# DescribeSecurityGroups MaxResults bounds: the sweep's page size.
+PAGE_SIZE_MIN, PAGE_SIZE_MAX = 5, 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +61,28 @@ class Settings:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ReconcileOptions:
+    """The sweep's own settings, beside the function's `Settings`."""
+
+    page_size: int = PAGE_SIZE_MAX
+    time_reserve_ms: int = 60_000
+    resume_max_age_seconds: int = 21_600
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> ReconcileOptions:
+        """RECONCILE_PAGE_SIZE, RECONCILE_TIME_RESERVE_SECONDS, RECONCILE_RESUME_MAX_AGE_SECONDS."""
+        return cls(
+            page_size=_integer(
+                environ, "RECONCILE_PAGE_SIZE", PAGE_SIZE_MAX, PAGE_SIZE_MIN, PAGE_SIZE_MAX
+            ),
+            time_reserve_ms=1000 * _integer(environ, "RECONCILE_TIME_RESERVE_SECONDS", 60, 1, 900),
+            resume_max_age_seconds=_integer(
+                environ, "RECONCILE_RESUME_MAX_AGE_SECONDS", 21_600, 60, 7 * 86_400
+            ),
+        )
+
+
 @cache
 def current_settings() -> Settings:
     """The settings of this execution environment, read once."""
@@ -74,7 +103,9 @@ def _matching(environ: Mapping[str, str], name: str, pattern: re.Pattern[str], w
     return value
 
 
-def _integer(environ: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+def _integer(
+    environ: Mapping[str, str], name: str, default: int, minimum: int, maximum: int | None = None
+) -> int:
     raw = environ.get(name, "").strip()
     if not raw:
         return default
@@ -84,6 +115,10 @@ def _integer(environ: Mapping[str, str], name: str, default: int, minimum: int) 
         raise SettingsError(
             f"environment variable {name} must be an integer, got {raw!r}"
         ) from None
+    if maximum is not None and not minimum <= value <= maximum:
+        raise SettingsError(
+            f"environment variable {name} must be between {minimum} and {maximum}, got {value}"
+        )
     if value < minimum:
         raise SettingsError(f"environment variable {name} must be at least {minimum}, got {value}")
     return value

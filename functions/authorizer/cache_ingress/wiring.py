@@ -1,16 +1,20 @@
-"""Builds the Authorizer from settings and clients, once per execution environment.
+"""Builds the Authorizer and the Reconciler from settings and clients, once per execution
+environment.
 
-`build_policy_source` and `build_granter` are the pieces other entry points (the operator's
-tools, a reconciler) share with the event path, so every path reads the same policy and
-makes grants, classic or VPC, through the same idempotency records.
+Both are wired from the same pieces (`build_policy_source`, `build_granter`, the group
+describer and the VPC-cache resolver), so every path reads the same policy, looks caches up
+the same way and makes grants, classic or VPC, through the same idempotency records. Modules
+only one of the two functions needs are imported when it is built: the ingress function's
+cold start never loads the sweep.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import cache, partial
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from cache_ingress.authorizer import Authorizer
 from cache_ingress.aws import Clients
@@ -28,20 +32,25 @@ from cache_ingress.models import (
 )
 from cache_ingress.policy import Policy
 from cache_ingress.policy_source import PolicySource
-from cache_ingress.settings import Settings, current_settings
+from cache_ingress.settings import ReconcileOptions, Settings, current_settings
+
+if TYPE_CHECKING:
+    from cache_ingress.granted_state import IngressRule, Pairs
+    from cache_ingress.reconcile.cursor import CursorStore
+    from cache_ingress.reconcile.listing import GroupPage
+    from cache_ingress.reconcile.sweep import Reconciler
 
 _Source = TypeVar("_Source", bound=PolicySource)
+DescribeGroups = Callable[[Sequence[str]], dict[str, SecurityGroupFacts]]
+ResolveDestinations = Callable[[Sequence[VpcDestination]], dict[VpcDestination, DestinationFacts]]
 
 
 def build_authorizer(settings: Settings, clients: Clients | None = None) -> Authorizer:
     """Wire the adapters; clients are only created when first used."""
     clients = clients or Clients(settings.region)
     policies = _policy_source(_RememberingPolicySource, settings, clients)
-
-    def describe_security_groups(group_ids: Sequence[str]) -> dict[str, SecurityGroupFacts]:
-        from cache_ingress.security_groups import describe_groups  # noqa: PLC0415
-
-        return describe_groups(clients.get("ec2"), group_ids, settings.region)
+    describe_security_groups = _group_describer(settings, clients)
+    resolve_destinations = _destination_resolver(settings, clients, describe_security_groups)
 
     def describe(group_ids: Sequence[str]) -> dict[str, SecurityGroupFacts]:
         """The tagged groups as they are now, each with the VPC caches its tag names.
@@ -59,11 +68,7 @@ def build_authorizer(settings: Settings, clients: Clients | None = None) -> Auth
         wanted = [destination for destinations in named.values() for destination in destinations]
         if not wanted:
             return groups
-        from cache_ingress.vpc_targets import resolve_destinations  # noqa: PLC0415
-
-        found = resolve_destinations(
-            clients.get("elasticache"), describe_security_groups, wanted, settings.region
-        )
+        found = resolve_destinations(wanted)
         return {
             group_id: _with_destinations(group, {d: found[d] for d in named[group_id]})
             for group_id, group in groups.items()
@@ -94,6 +99,84 @@ def build_principal_verifier(clients: Clients) -> Callable[[TagRequest], Provena
         return verify(request, partial(lookup_record, clients.get("cloudtrail")))
 
     return verify_principal
+
+
+def build_reconciler(
+    settings: Settings, options: ReconcileOptions | None = None, clients: Clients | None = None
+) -> Reconciler:
+    """Wire the sweep's adapters; clients are only created when first used. The policy, the
+    cache lookups and the grants come from the same builders as the event path's.
+    """
+    from cache_ingress.granted_state import (  # noqa: PLC0415
+        read_cache_security_group,
+        read_ingress_rules,
+    )
+    from cache_ingress.reconcile.cursor import CursorStore  # noqa: PLC0415
+    from cache_ingress.reconcile.listing import tagged_group_page  # noqa: PLC0415
+    from cache_ingress.reconcile.sweep import Reconciler  # noqa: PLC0415
+
+    clients = clients or Clients(settings.region)
+    options = options or ReconcileOptions()
+
+    def list_groups(token: str | None) -> GroupPage:
+        return tagged_group_page(
+            clients.get("ec2"),
+            settings.tag_key,
+            settings.region,
+            page_size=options.page_size,
+            token=token,
+        )
+
+    def read_granted(name: str) -> Pairs | None:
+        return read_cache_security_group(clients.get("elasticache"), name)
+
+    def read_rules(group_ids: Sequence[str]) -> dict[str, tuple[IngressRule, ...]]:
+        return read_ingress_rules(clients.get("ec2"), group_ids)
+
+    def cursors() -> CursorStore:
+        return CursorStore(clients.get("dynamodb"), settings.idempotency_table)
+
+    return Reconciler(
+        settings,
+        options,
+        policies=build_policy_source(settings, clients),
+        list_groups=list_groups,
+        read_granted=read_granted,
+        read_rules=read_rules,
+        resolve_destinations=_destination_resolver(
+            settings, clients, _group_describer(settings, clients)
+        ),
+        granter=cache(partial(build_granter, settings, clients)),
+        cursors=cursors,
+    )
+
+
+def _group_describer(settings: Settings, clients: Clients) -> DescribeGroups:
+    """Security groups by id, as they are now (EC2 adapter)."""
+
+    def describe(group_ids: Sequence[str]) -> dict[str, SecurityGroupFacts]:
+        from cache_ingress.security_groups import describe_groups  # noqa: PLC0415
+
+        return describe_groups(clients.get("ec2"), group_ids, settings.region)
+
+    return describe
+
+
+def _destination_resolver(
+    settings: Settings, clients: Clients, describe: DescribeGroups
+) -> ResolveDestinations:
+    """The VPC caches a policy names, looked up: their security group, port and VPC."""
+
+    def resolve(
+        destinations: Sequence[VpcDestination],
+    ) -> dict[VpcDestination, DestinationFacts]:
+        from cache_ingress.vpc_targets import resolve_destinations  # noqa: PLC0415
+
+        return resolve_destinations(
+            clients.get("elasticache"), describe, destinations, settings.region
+        )
+
+    return resolve
 
 
 def build_policy_source(settings: Settings, clients: Clients) -> PolicySource:
@@ -154,3 +237,9 @@ def _with_destinations(
 @cache
 def current_authorizer() -> Authorizer:
     return build_authorizer(current_settings())
+
+
+@cache
+def current_reconciler() -> Reconciler:
+    """The reconciler of this execution environment, built once from its environment."""
+    return build_reconciler(current_settings(), ReconcileOptions.from_environ(os.environ))

@@ -1,1 +1,39 @@
-"""Subcommands of `cache-ingress`, one module each (see cache_ingress_tools.cli)."""
+"""Subcommands of `cache-ingress`, one module each (see cache_ingress_tools.cli).
+
+`COMMANDS` lists them with their one-line help, so that `cache-ingress --help` lists every
+command without importing any; a command's module is imported only when it runs (or shows
+its own help). A command module exposes `register(subparsers)`, which adds its parser and
+sets `handler` (returning an exit status).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    help: str
+    # Needs the embedded AWS (`pip install 'cache-ingress[emulator]'`): moto and cfn-lint.
+    emulator: bool = False
+
+
+COMMANDS: Final[dict[str, Command]] = {
+    "demo": Command(
+        "walk through tag → policy → grant, a denial, a dead letter and its replay",
+        emulator=True,
+    ),
+    "emulator": Command(
+        "run the embedded AWS (moto + cache security groups) until Ctrl-C", emulator=True
+    ),
+    "invoke": Command(
+        "run the function on a sample event against the embedded AWS (no Docker)",
+        emulator=True,
+    ),
+    "peek": Command("list the dead-letter queue without consuming it"),
+    "reconcile": Command(
+        "sweep every tagged security group and repair missing ingress (or --dry-run)"
+    ),
+    "replay": Command("replay the dead-letter queue; delete only what succeeds"),
+}

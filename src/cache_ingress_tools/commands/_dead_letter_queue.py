@@ -1,35 +1,54 @@
-"""What `peek` and `replay` share: queue and connection options, selection, output.
+"""What `peek` and `replay` share: queue options, selection, cells, progress.
 
-The leading underscore keeps this module out of the subcommand discovery in cli.py.
+The connection, errors and tables come from the commands' base (`_base`). The leading
+underscore keeps this module out of the command table.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import IO, Any
+from typing import IO
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
-
+from cache_ingress_tools.commands._base import (
+    Connection,
+    UsageError,
+    add_aws_arguments,
+    render_table,
+    shorten,
+    write_json_line,
+)
 from cache_ingress_tools.dead_letters import DeadLetter, Origin, Unrecognised
 from cache_ingress_tools.replay import Selection
+
+# Connection, UsageError, render_table, shorten and write_json_line are the base's; they are
+# named here too for the callers that import them from this module.
+__all__ = [
+    "QUEUE_URL_ENV",
+    "Connection",
+    "Progress",
+    "UsageError",
+    "add_connection_arguments",
+    "add_selection_arguments",
+    "age_cell",
+    "duration",
+    "event_cell",
+    "groups_cell",
+    "positive_integer",
+    "queue_url",
+    "render_table",
+    "selection_from",
+    "shorten",
+    "write_json_line",
+]
 
 QUEUE_URL_ENV = "CACHE_INGRESS_DLQ_URL"
 _DURATION = re.compile(r"(?P<amount>\d+)(?P<unit>[smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-class UsageError(Exception):
-    """An option is missing or wrong; the command prints it and exits with status 2."""
 
 
 # --- options ------------------------------------------------------------------------------
@@ -42,15 +61,10 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get(QUEUE_URL_ENV),
         help=f"the dead-letter queue URL (default: ${QUEUE_URL_ENV}, or the stack's output)",
     )
-    group.add_argument(
-        "--stack-name",
-        help="the deployed stack: its outputs give the queue (and for --local the table), its "
-        "parameters the policy parameter and tag key",
-    )
-    group.add_argument("--region", help="AWS region (default: the profile's or AWS_REGION)")
-    group.add_argument("--profile", help="AWS named profile")
-    group.add_argument(
-        "--endpoint-url", help="send every AWS call here, e.g. the emulator http://127.0.0.1:5000"
+    add_aws_arguments(
+        group,
+        stack_help="the deployed stack: its outputs give the queue (and for --local the "
+        "table), its parameters the policy parameter and tag key",
     )
     group.add_argument(
         "--visibility-timeout",
@@ -129,77 +143,7 @@ def positive_integer(text: str) -> int:
     return value
 
 
-# --- AWS ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Connection:
-    """One boto3 session for the command. Clients are made here, in the main thread,
-    because creating clients from one session in several threads at once is not safe.
-    """
-
-    session: Any
-    endpoint_url: str | None
-    pool_size: int = 10
-    _stack_description: tuple[dict[str, str], dict[str, str]] | None = field(
-        default=None, repr=False
-    )
-
-    @classmethod
-    def from_arguments(cls, arguments: argparse.Namespace, *, pool_size: int = 10) -> Connection:
-        try:
-            session = boto3.Session(
-                profile_name=arguments.profile,
-                # botocore reads AWS_DEFAULT_REGION; the Lambda runtime and many shells set
-                # AWS_REGION.
-                region_name=arguments.region or os.environ.get("AWS_REGION") or None,
-            )
-        except BotoCoreError as exc:
-            raise UsageError(str(exc)) from exc
-        if not session.region_name:
-            raise UsageError("no AWS region: pass --region or set AWS_REGION")
-        return cls(session, arguments.endpoint_url, pool_size)
-
-    @property
-    def region(self) -> str:
-        return str(self.session.region_name)
-
-    def client(self, service: str, config: Config | None = None) -> Any:
-        pool = Config(
-            max_pool_connections=self.pool_size,
-            retries={"mode": "standard", "total_max_attempts": 5},
-        )
-        return self.session.client(
-            service,
-            endpoint_url=self.endpoint_for(service),
-            config=pool.merge(config) if config is not None else pool,
-        )
-
-    def endpoint_for(self, _service: str) -> str | None:
-        """Where calls to a service go: --endpoint-url, or AWS's own endpoint."""
-        return self.endpoint_url
-
-    def stack_outputs(self, stack_name: str) -> dict[str, str]:
-        return self._stack(stack_name)[0]
-
-    def stack_parameters(self, stack_name: str) -> dict[str, str]:
-        return self._stack(stack_name)[1]
-
-    def _stack(self, stack_name: str) -> tuple[dict[str, str], dict[str, str]]:
-        if self._stack_description is None:
-            try:
-                stacks = self.client("cloudformation").describe_stacks(StackName=stack_name)
-            except (ClientError, BotoCoreError) as exc:
-                raise UsageError(f"stack {stack_name!r} cannot be read: {exc}") from exc
-            stack = stacks["Stacks"][0]
-            self._stack_description = (
-                {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])},
-                {
-                    p["ParameterKey"]: p.get("ResolvedValue", p.get("ParameterValue", ""))
-                    for p in stack.get("Parameters", [])
-                },
-            )
-        return self._stack_description
+# --- the queue ----------------------------------------------------------------------------
 
 
 def queue_url(arguments: argparse.Namespace, connection: Connection) -> str:
@@ -214,29 +158,6 @@ def queue_url(arguments: argparse.Namespace, connection: Connection) -> str:
 
 
 # --- output -------------------------------------------------------------------------------
-
-
-def write_json_line(stream: IO[str], document: Mapping[str, Any]) -> None:
-    stream.write(json.dumps(document, separators=(",", ":"), default=str) + "\n")
-    stream.flush()
-
-
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in [headers, *rows]
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def shorten(text: str | None, limit: int) -> str:
-    if not text:
-        return "-"
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def event_cell(message: DeadLetter | Unrecognised) -> str:

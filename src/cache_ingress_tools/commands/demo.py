@@ -21,6 +21,8 @@ from cache_ingress.authorizer import Authorizer
 from cache_ingress.aws import Clients
 from cache_ingress.settings import Settings
 from cache_ingress.wiring import build_authorizer
+from cache_ingress_tools.commands import COMMANDS
+from cache_ingress_tools.commands._base import UsageError, function_output_to
 from cache_ingress_tools.emulator.scenario import (
     DEFAULT_SCENARIO,
     Scenario,
@@ -33,24 +35,22 @@ from cache_ingress_tools.local_invoke import (
     LocalInvokeError,
     Target,
     TemplateError,
-    _logs_captured,
-    _parse_log_lines,
     describe_event,
     embedded_target,
     invoke,
     project_root,
 )
+from cache_ingress_tools.local_invoke.run import parse_log_lines
 from cache_ingress_tools.replay import DeadLetterQueue, LocalReplayer, ReplayOptions, replay
 
 EXIT_OK: Final = 0
 EXIT_UNEXPECTED: Final = 1
-EXIT_USAGE: Final = 2
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="walk through tag → policy → grant, a denial, a dead letter and its replay",
+        help=COMMANDS["demo"].help,
         description=(
             "Start the embedded AWS with the default scenario and run the real function on "
             "sample events: a tagged group the policy allows is authorized, a tag the policy "
@@ -211,7 +211,7 @@ def replay_step(session: DemoSession) -> StepOutcome | None:
         CacheSecurityGroupName=MISSING_CACHE_GROUP, Description="created by the operator"
     )
     captured = io.StringIO()
-    with _logs_captured(captured, "INFO"):
+    with function_output_to(captured, "INFO"):
         report = replay(
             DeadLetterQueue(sqs, target.dead_letter_queue_url),
             LocalReplayer(_local_authorizer(target)),
@@ -249,7 +249,7 @@ def replay_step(session: DemoSession) -> StepOutcome | None:
         "The operator fixes the cause and replays the event from the dead-letter queue",
         lines,
         tuple(problems),
-        tuple(_parse_log_lines(captured.getvalue())),
+        tuple(parse_log_lines(captured.getvalue())),
     )
 
 
@@ -292,8 +292,7 @@ def run(arguments: argparse.Namespace, stdout: IO[str] | None = None) -> int:
             if final is not None:
                 _report(session, final)
     except (LocalInvokeError, TemplateError, ScenarioError, EmulatorError, OSError) as exc:
-        sys.stderr.write(f"cache-ingress demo: {exc}\n")
-        return EXIT_USAGE
+        return UsageError(str(exc)).report("demo")
     return _footer(session)
 
 

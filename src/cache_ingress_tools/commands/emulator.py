@@ -16,6 +16,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any, Final
 
+from cache_ingress_tools.commands import COMMANDS
+from cache_ingress_tools.commands._base import UsageError
 from cache_ingress_tools.emulator.scenario import DEFAULT_SCENARIO, ScenarioError, load_scenario
 from cache_ingress_tools.emulator.server import (
     DEFAULT_HOST,
@@ -26,7 +28,6 @@ from cache_ingress_tools.emulator.server import (
 from cache_ingress_tools.local_invoke import FUNCTION_ID, LocalInvokeError, project_root
 
 EXIT_OK: Final = 0
-EXIT_USAGE: Final = 2
 # What a Lambda container on Docker Desktop calls the host; on Linux, --add-host maps it.
 CONTAINER_HOST_ADDRESS: Final = "host.docker.internal"
 LINUX_BRIDGE_ADDRESS: Final = "172.17.0.1"
@@ -37,7 +38,7 @@ ENV_VARS_FILE: Final = "events/env.json"
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "emulator",
-        help="run the embedded AWS (moto + cache security groups) until Ctrl-C",
+        help=COMMANDS["emulator"].help,
         description=(
             "Serve the embedded AWS (moto with the project's cache-security-group emulation), "
             "seeded from a scenario, on HOST:PORT until Ctrl-C. Prints the commands that use "
@@ -101,8 +102,7 @@ def run(
             _wait(stop)
             out.write("stopping; the emulator's state is gone\n")
     except (ScenarioError, EmulatorError, LocalInvokeError) as exc:
-        sys.stderr.write(f"cache-ingress emulator: {exc}\n")
-        return EXIT_USAGE
+        return UsageError(str(exc)).report("emulator")
     return EXIT_OK
 
 

@@ -10,6 +10,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, Final
 
+from cache_ingress_tools.commands import COMMANDS
+from cache_ingress_tools.commands._base import UsageError
 from cache_ingress_tools.emulator.scenario import DEFAULT_SCENARIO, ScenarioError, load_scenario
 from cache_ingress_tools.emulator.server import EmbeddedAws, EmulatorError
 from cache_ingress_tools.local_invoke import (
@@ -26,13 +28,12 @@ from cache_ingress_tools.local_invoke import (
 
 EXIT_RETURNED: Final = 0
 EXIT_RAISED: Final = 1
-EXIT_USAGE: Final = 2
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "invoke",
-        help="run the function on a sample event against the embedded AWS (no Docker)",
+        help=COMMANDS["invoke"].help,
         description=(
             "Run the real handler (cache_ingress.handler.lambda_handler) in this process on "
             "one event, with the environment template.yaml gives the function, against the "
@@ -68,10 +69,12 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--parameter-overrides",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="template parameter, e.g. DryRun=true (repeatable, or several separated by spaces)",
+        help="template parameters, e.g. DryRun=true LogLevel=WARNING (as sam local invoke "
+        "takes them: several after one option, or in one quoted argument)",
     )
     parser.set_defaults(handler=run)
 
@@ -94,8 +97,7 @@ def run(arguments: argparse.Namespace, stdout: IO[str] | None = None) -> int:
             )
             render(result, out, event_label=str(arguments.event))
     except (LocalInvokeError, TemplateError, ScenarioError, EmulatorError) as exc:
-        sys.stderr.write(f"cache-ingress invoke: {exc}\n")
-        return EXIT_USAGE
+        return UsageError(str(exc)).report("invoke")
     return EXIT_RETURNED if result.error is None else EXIT_RAISED
 
 

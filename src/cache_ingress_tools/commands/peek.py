@@ -7,29 +7,28 @@ import sys
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from cache_ingress_tools.commands._dead_letter_queue import (
+from cache_ingress_tools.commands import COMMANDS
+from cache_ingress_tools.commands._base import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    CommandError,
     Connection,
-    UsageError,
+    render_table,
+    shorten,
+    stop_on_interrupt,
+    write_json_line,
+)
+from cache_ingress_tools.commands._dead_letter_queue import (
     add_connection_arguments,
     add_selection_arguments,
     age_cell,
     event_cell,
     groups_cell,
     queue_url,
-    render_table,
     selection_from,
-    shorten,
-    write_json_line,
 )
 from cache_ingress_tools.dead_letters import DeadLetter, Unrecognised
-from cache_ingress_tools.replay import (
-    EXIT_ABORTED,
-    EXIT_OK,
-    EXIT_USAGE,
-    DeadLetterQueue,
-    QueueError,
-    peek,
-)
+from cache_ingress_tools.replay import EXIT_ABORTED, DeadLetterQueue, QueueError, peek
 
 # Long enough to read a large queue once; every message is made visible again at the end.
 PEEK_VISIBILITY_SECONDS = 120
@@ -41,12 +40,13 @@ HEADERS = ("EVENT ID", "SOURCE", "GROUPS", "ORIGIN", "ATTEMPTS", "AGE", "ERROR")
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "peek",
-        help="list the dead-letter queue without consuming it",
+        help=COMMANDS["peek"].help,
         description=(
             "List the messages in the dead-letter queue: event id, source, security groups, "
             "how each got there, the error, attempts and age. Messages are hidden while the "
-            "queue is read and made visible again at once afterwards. Reading increments "
-            "each message's receive count."
+            "queue is read and made visible again at once afterwards, also on Ctrl-C (exit "
+            "status 130, with what was read so far). Reading increments each message's "
+            "receive count."
         ),
     )
     add_connection_arguments(parser)
@@ -59,29 +59,38 @@ def run(arguments: argparse.Namespace, stdout: IO[str] | None = None) -> int:
     try:
         connection = Connection.from_arguments(arguments)
         queue = DeadLetterQueue(connection.client("sqs"), queue_url(arguments, connection))
-    except UsageError as exc:
-        sys.stderr.write(f"cache-ingress peek: {exc}\n")
-        return EXIT_USAGE
+        connection.account_id()  # the credentials and the endpoint work, or say what to do
+    except CommandError as exc:
+        return exc.report("peek")
     now = datetime.now(UTC)
-    try:
-        messages = peek(
-            queue,
-            selection=selection_from(arguments),
-            max_messages=arguments.max_messages,
-            visibility_timeout=arguments.visibility_timeout,
-            wait_seconds=arguments.wait_seconds,
-            now=now,
-        )
-    except QueueError as exc:
-        sys.stderr.write(f"cache-ingress peek: {exc}\n")
-        return EXIT_ABORTED
+    with stop_on_interrupt(
+        sys.stderr, "stopping: the messages read so far are made visible"
+    ) as stop:
+        try:
+            messages = peek(
+                queue,
+                selection=selection_from(arguments),
+                max_messages=arguments.max_messages,
+                visibility_timeout=arguments.visibility_timeout,
+                wait_seconds=arguments.wait_seconds,
+                now=now,
+                stop=stop,
+            )
+        except QueueError as exc:
+            return CommandError(str(exc), EXIT_ABORTED).report("peek")
     if arguments.json:
         for message in messages:
             write_json_line(out, message.as_dict(now))
-        return EXIT_OK
-    out.write(render_table(HEADERS, [_row(m, now) for m in messages]))
-    unrecognised = sum(isinstance(m, Unrecognised) for m in messages)
-    out.write(f"{len(messages)} message(s), {unrecognised} unrecognised\n")
+    else:
+        out.write(render_table(HEADERS, [_row(m, now) for m in messages]))
+        unrecognised = sum(isinstance(m, Unrecognised) for m in messages)
+        out.write(f"{len(messages)} message(s), {unrecognised} unrecognised\n")
+    if stop.is_set():
+        sys.stderr.write(
+            "cache-ingress peek: interrupted: the list holds what was read before Ctrl-C; "
+            "every message is visible again\n"
+        )
+        return EXIT_INTERRUPTED
     return EXIT_OK
 
 

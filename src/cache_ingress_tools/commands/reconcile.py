@@ -6,8 +6,11 @@ with what the cache security groups grant now. `--dry-run` reports drift and cha
 nothing. The command always sweeps from the start, without a time limit, and never reads or
 moves the scheduled function's resume token.
 
+Before the sweep starts, the settings, the credentials (and endpoint) and the policy are
+checked, so a run that cannot start says why, with exit status 2 and no log line.
+
 Exit status: 0 in sync (or repaired); 1 a pair failed or the sweep could not run; 2 a usage
-or settings error; 3 a dry run found drift it would repair.
+or settings error (the policy included); 3 a dry run found drift it would repair.
 """
 
 from __future__ import annotations
@@ -17,10 +20,23 @@ import json
 import logging
 import os
 import sys
-import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from typing import IO, Any
+from collections.abc import Mapping
+from typing import IO, TYPE_CHECKING, Any
+
+from cache_ingress_tools.commands import COMMANDS
+from cache_ingress_tools.commands._base import (
+    CommandError,
+    Connection,
+    UsageError,
+    add_aws_arguments,
+    function_environment,
+    function_output_to,
+    render_table,
+    shorten,
+)
+
+if TYPE_CHECKING:
+    from cache_ingress.reconcile import Reconciler
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -38,12 +54,14 @@ _UNUSED_TABLE = "unused-in-dry-run"
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "reconcile",
-        help="sweep every tagged security group and repair missing ingress (or --dry-run)",
+        help=COMMANDS["reconcile"].help,
         description=(
             "Sweep every security group carrying the tag key, decide each by the policy, "
             "compare with what the cache security groups grant now, and authorize what is "
             "missing through the function's idempotent grant code. Targets that require a "
-            "principal are reported as needs-event and never granted here."
+            "principal are reported as needs-event and never granted here. Exit status: 0 in "
+            "sync or repaired, 1 a pair failed or the sweep could not run, 2 a usage or "
+            "settings error, 3 a dry run found drift."
         ),
     )
     parser.add_argument("--dry-run", action="store_true", help="report drift, change nothing")
@@ -51,15 +69,17 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--all", action="store_true", help="list every pair, in-sync ones included")
     parser.add_argument("--verbose", action="store_true", help="print the sweep's log lines")
     connection = parser.add_argument_group("account and connection")
-    connection.add_argument("--region", help="AWS region (default: AWS_REGION or the profile's)")
-    connection.add_argument("--profile", help="AWS named profile")
-    connection.add_argument(
-        "--endpoint-url", help="send every AWS call here, e.g. the emulator http://127.0.0.1:5000"
+    add_aws_arguments(
+        connection,
+        stack_help="the deployed stack: its output gives the idempotency table, its parameters "
+        "the policy parameter and tag key",
     )
     connection.add_argument(
         "--account-id", help="the account the function serves (default: ACCOUNT_ID, or STS)"
     )
-    function = parser.add_argument_group("the function's settings (default: its variables)")
+    function = parser.add_argument_group(
+        "the function's settings (default: its variables, then the stack)"
+    )
     function.add_argument(
         "--idempotency-table", help="the stack's idempotency table (IDEMPOTENCY_TABLE)"
     )
@@ -75,29 +95,21 @@ def register(subparsers: Any) -> None:
 def run(arguments: argparse.Namespace, stdout: IO[str] | None = None) -> int:
     out = stdout if stdout is not None else sys.stdout
     # Imported here: `cache-ingress --help` and the other commands never load the function.
-    from cache_ingress.errors import CacheIngressError, SettingsError  # noqa: PLC0415
-    from cache_ingress.reconcile import (  # noqa: PLC0415
-        PairStatus,
-        ReconcileOptions,
-        build_reconciler,
-    )
-    from cache_ingress.settings import Settings  # noqa: PLC0415
+    from cache_ingress.errors import CacheIngressError  # noqa: PLC0415
+    from cache_ingress.reconcile import PairStatus  # noqa: PLC0415
 
-    with _quiet_logs(verbose=arguments.verbose):
-        try:
-            clients, region = _clients(arguments)
-            environment = _environment(arguments, region, clients)
-            settings = Settings.from_environ(environment)
-            options = ReconcileOptions.from_environ(environment)
-        except (SettingsError, UsageError) as exc:
-            sys.stderr.write(f"cache-ingress reconcile: {exc}\n")
-            return EXIT_USAGE
-        reconciler = build_reconciler(settings, options, clients)
+    try:
+        reconciler = _reconciler(arguments)
+    except CommandError as exc:
+        return exc.report("reconcile")
+    level = logging.INFO if arguments.verbose else logging.WARNING
+    # The sweep's JSON log lines go to stderr, so stdout holds only the report.
+    with function_output_to(sys.stderr, level):
         try:
             report = reconciler.run(None, dry_run=arguments.dry_run or None, resume=False)
         except CacheIngressError as exc:
-            sys.stderr.write(f"cache-ingress reconcile: the sweep could not run: {exc}\n")
-            return EXIT_FAILED
+            message = f"the sweep could not run: {exc}"
+            return CommandError(message, EXIT_FAILED).report("reconcile")
     pairs = report.pairs if arguments.all else report.findings()
     if arguments.json:
         summary = report.summary(findings_limit=len(report.pairs))
@@ -115,100 +127,55 @@ def run(arguments: argparse.Namespace, stdout: IO[str] | None = None) -> int:
     return EXIT_OK
 
 
-class UsageError(Exception):
-    """An option is missing or wrong; the command prints it and exits with status 2."""
-
-
-def _clients(arguments: argparse.Namespace) -> tuple[Any, str]:
-    import boto3  # noqa: PLC0415
-    from botocore.exceptions import BotoCoreError  # noqa: PLC0415
-
+def _reconciler(arguments: argparse.Namespace) -> Reconciler:
+    """The function's reconciler with this command's clients and settings, once the settings,
+    the credentials and the policy are known to work (else a usage error saying why).
+    """
     from cache_ingress.aws import CLIENT_CONFIG, Clients  # noqa: PLC0415
+    from cache_ingress.errors import PolicyError, SettingsError  # noqa: PLC0415
+    from cache_ingress.settings import ReconcileOptions, Settings  # noqa: PLC0415
+    from cache_ingress.wiring import build_reconciler  # noqa: PLC0415
 
+    connection = Connection.from_arguments(arguments)
+    connection.account_id()  # the credentials and the endpoint work, or say what to do
+    environment = _environment(arguments, connection)
     try:
-        session = boto3.Session(profile_name=arguments.profile, region_name=arguments.region)
-    except BotoCoreError as exc:
+        settings = Settings.from_environ(environment)
+        options = ReconcileOptions.from_environ(environment)
+    except SettingsError as exc:
         raise UsageError(str(exc)) from exc
-    region = arguments.region or os.environ.get("AWS_REGION") or session.region_name
-    if not region:
-        raise UsageError("no region: pass --region or set AWS_REGION")
-    clients = Clients(region)
-    for service in (*SERVICES, "sts"):
-        clients.inject(
-            service,
-            session.client(  # type: ignore[call-overload]
-                service,
-                region_name=region,
-                endpoint_url=arguments.endpoint_url,
-                config=CLIENT_CONFIG,
-            ),
-        )
-    return clients, region
+    clients = Clients(settings.region)
+    for service in SERVICES:
+        clients.inject(service, connection.client(service, CLIENT_CONFIG))
+    reconciler = build_reconciler(settings, options, clients)
+    try:
+        reconciler.policy()
+    except PolicyError as exc:
+        raise UsageError(str(exc)) from exc
+    return reconciler
 
 
-def _environment(arguments: argparse.Namespace, region: str, clients: Any) -> dict[str, str]:
-    """The function's environment as the command sees it: variables, then options."""
-    environment = dict(os.environ)
-    overrides = {
-        "AWS_REGION": region,
-        "ACCOUNT_ID": arguments.account_id,
-        "IDEMPOTENCY_TABLE": arguments.idempotency_table,
-        "TAG_KEY": arguments.tag_key,
-        "POLICY_FILE": arguments.policy_file,
-        "POLICY_PARAMETER": arguments.policy_parameter,
-        "RECONCILE_PAGE_SIZE": None if arguments.page_size is None else str(arguments.page_size),
-    }
-    environment.update({name: value for name, value in overrides.items() if value is not None})
+def _environment(arguments: argparse.Namespace, connection: Connection) -> dict[str, str]:
+    """The function's environment as the command sees it: options, variables, the stack."""
+    environment = function_environment(arguments, connection, os.environ)
+    if arguments.page_size is not None:
+        environment["RECONCILE_PAGE_SIZE"] = str(arguments.page_size)
     if arguments.dry_run:
         environment["DRY_RUN"] = "true"
-    if not environment.get("ACCOUNT_ID", "").strip():
-        environment["ACCOUNT_ID"] = _caller_account(clients)
     if not environment.get("IDEMPOTENCY_TABLE", "").strip():
         if not arguments.dry_run:
             raise UsageError(
-                "repairs go through the idempotency table: pass --idempotency-table "
-                "(or set IDEMPOTENCY_TABLE), or use --dry-run"
+                "repairs go through the idempotency table: pass --idempotency-table or "
+                "--stack-name (or set IDEMPOTENCY_TABLE), or use --dry-run"
             )
         environment["IDEMPOTENCY_TABLE"] = _UNUSED_TABLE
     environment.setdefault("DEAD_LETTER_QUEUE_URL", _UNUSED_QUEUE)
     return environment
 
 
-def _caller_account(clients: Any) -> str:
-    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
-
-    try:
-        return str(clients.get("sts").get_caller_identity()["Account"])
-    except (BotoCoreError, ClientError) as exc:
-        raise UsageError(f"no account id: pass --account-id ({exc})") from exc
-
-
-@contextmanager
-def _quiet_logs(*, verbose: bool) -> Iterator[None]:
-    """The sweep's JSON log lines go to stderr (all of them with --verbose, else warnings and
-    errors), so stdout holds only the report; restored afterwards.
-    """
-    from cache_ingress.observability import logger  # noqa: PLC0415
-
-    handler = logger.registered_handler
-    stream = getattr(handler, "stream", None)
-    level = logger.log_level
-    if isinstance(handler, logging.StreamHandler):
-        handler.setStream(sys.stderr)
-    logger.setLevel(logging.INFO if verbose else logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            # Powertools warns that no Lambda context gives in-progress records a deadline;
-            # here the record's own expiry bounds them.
-            warnings.filterwarnings("ignore", message="Couldn't determine the remaining time")
-            yield
-    finally:
-        if isinstance(handler, logging.StreamHandler) and stream is not None:
-            handler.setStream(stream)
-        logger.setLevel(level)
-
-
 def _table(rows: list[Mapping[str, Any]]) -> str:
+    if not rows:
+        return "no findings: every tagged pair is in sync\n"
     cells = [
         (
             str(row.get("status", "")),
@@ -216,18 +183,11 @@ def _table(rows: list[Mapping[str, Any]]) -> str:
             str(row.get("group_name", "")),
             str(row.get("target") or "-"),
             _destination(row),
-            _shorten(str(row.get("reason", ""))),
+            shorten(str(row.get("reason", "")), REASON_WIDTH),
         )
         for row in rows
     ]
-    if not cells:
-        return "no findings: every tagged pair is in sync\n"
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(HEADERS)]
-    lines = [
-        "  ".join(value.ljust(widths[i]) for i, value in enumerate(line)).rstrip()
-        for line in (HEADERS, *cells)
-    ]
-    return "\n".join(lines) + "\n"
+    return render_table(HEADERS, cells)
 
 
 def _destination(row: Mapping[str, Any]) -> str:
@@ -236,10 +196,6 @@ def _destination(row: Mapping[str, Any]) -> str:
     if row.get("vpc_security_group"):
         return f"{row['vpc_security_group']}:{row.get('port', '?')}"
     return "-"
-
-
-def _shorten(text: str) -> str:
-    return text if len(text) <= REASON_WIDTH else text[: REASON_WIDTH - 1] + "…"
 
 
 def _summary_line(summary: Mapping[str, Any]) -> str:

@@ -3,70 +3,78 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
+import json
 import os
 import sys
-import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from contextlib import nullcontext
 from datetime import UTC, datetime
-from typing import IO, Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
-
-from cache_ingress.aws import CLIENT_CONFIG, Clients
-from cache_ingress.errors import SettingsError
-from cache_ingress.settings import Settings
-from cache_ingress.wiring import build_authorizer
-from cache_ingress_tools.commands._dead_letter_queue import (
+from cache_ingress_tools.commands import COMMANDS
+from cache_ingress_tools.commands._base import (
+    CommandError,
     Connection,
-    Progress,
     UsageError,
+    function_environment,
+    function_output_to,
+    render_table,
+    shorten,
+    stop_on_interrupt,
+    write_json_line,
+)
+from cache_ingress_tools.commands._dead_letter_queue import (
+    Progress,
     add_connection_arguments,
     add_selection_arguments,
     event_cell,
     groups_cell,
     positive_integer,
     queue_url,
-    render_table,
     selection_from,
-    shorten,
-    write_json_line,
 )
 from cache_ingress_tools.replay import (
-    EXIT_USAGE,
+    DISCARDED_STATUS,
+    UNREPLAYABLE_STATUS,
     DeadLetterQueue,
     FunctionInvoker,
     LocalReplayer,
     MessageReport,
     Processor,
+    Received,
     ReplayOptions,
     ReplayReport,
+    Result,
     dry_run_processor,
     replay,
 )
+
+if TYPE_CHECKING:
+    from cache_ingress_tools.dead_letters import DeadLetter, Unrecognised
 
 DEFAULT_CONCURRENCY = 8
 # Failed and skipped messages stay hidden until the run ends, so that it ends: this must
 # outlast the run (SQS allows up to 12 hours).
 REPLAY_VISIBILITY_SECONDS = 900
 # A synchronous invoke lasts as long as the function runs (at most 15 minutes).
-INVOKE_CONFIG = Config(read_timeout=900, connect_timeout=10)
+INVOKE_READ_TIMEOUT_SECONDS = 900
 LOCAL_SERVICES = ("ec2", "elasticache", "dynamodb", "ssm", "sqs")
 HEADERS = ("RESULT", "EVENT ID", "ORIGIN", "GROUPS", "STATUS", "REASON")
+STOPPING = "stopping: no new replays; the rest is made visible now, the replays under way finish"
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "replay",
-        help="replay the dead-letter queue; delete only what succeeds",
+        help=COMMANDS["replay"].help,
         description=(
             "Recover each message's original event and process it again, through the deployed "
             "function (--function-name) or in this process (--local). A message is deleted only "
             "after its replay succeeded; failures, unrecognised and unselected messages are "
-            "kept and made visible again when the run ends. Exit status: 0 all done, 1 some "
-            "still failing, 2 usage error, 3 unrecognised messages kept, 4 run stopped early."
+            "kept and made visible again when the run ends (at once on Ctrl-C). Exit status: "
+            "0 all done, 1 some still failing, 2 usage error, 3 unrecognised messages kept, "
+            "4 run stopped early, 130 interrupted."
         ),
     )
     mode = parser.add_argument_group("how to replay (one of)").add_mutually_exclusive_group()
@@ -84,16 +92,33 @@ def register(subparsers: Any) -> None:
         "--dry-run", action="store_true", help="show what would be replayed; change nothing"
     )
     parser.add_argument(
-        "--discard-scheduled-runs",
-        action="store_true",
-        help="delete failed scheduled reconciliation runs (once `cache-ingress reconcile` has "
-        "run) instead of keeping them; they are never replayed",
-    )
-    parser.add_argument(
         "--concurrency",
         type=positive_integer,
         default=DEFAULT_CONCURRENCY,
         help=f"messages replayed at once (default: {DEFAULT_CONCURRENCY})",
+    )
+    discard = parser.add_argument_group(
+        "messages that are never replayed (without --function-name or --local, only these "
+        "are acted on)"
+    )
+    discard.add_argument(
+        "--discard-scheduled-runs",
+        action="store_true",
+        help="delete failed scheduled reconciliation runs (once `cache-ingress reconcile` has "
+        "run) instead of keeping them",
+    )
+    discard.add_argument(
+        "--discard-unreplayable",
+        action="store_true",
+        help="delete the messages no replay can ever succeed with (unrecognised, or a malformed "
+        "event), each once written to --archive; --dry-run lists them",
+    )
+    discard.add_argument(
+        "--archive",
+        type=Path,
+        metavar="FILE",
+        help="JSON lines file the discarded unreplayable messages are appended to (body and "
+        "attributes, as received), each before it is deleted",
     )
     local = parser.add_argument_group("--local settings (default: the environment)")
     local.add_argument("--idempotency-table", help="default: $IDEMPOTENCY_TABLE or stack output")
@@ -119,19 +144,15 @@ def run(
 ) -> int:
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
-    if not (arguments.dry_run or arguments.function_name or arguments.local):
-        err.write(
-            "cache-ingress replay: say how to replay: --function-name NAME or --local "
-            "(or --dry-run)\n"
-        )
-        return EXIT_USAGE
     try:
+        _check_options(arguments)
         connection = Connection.from_arguments(arguments, pool_size=arguments.concurrency + 4)
         queue = DeadLetterQueue(connection.client("sqs"), queue_url(arguments, connection))
+        connection.account_id()  # the credentials and the endpoint work, or say what to do
         processor = _processor(arguments, connection, queue.url)
-    except UsageError as exc:
-        err.write(f"cache-ingress replay: {exc}\n")
-        return EXIT_USAGE
+        archive = _archive(arguments, queue.url)
+    except CommandError as exc:
+        return exc.report("replay", err)
     options = ReplayOptions(
         selection=selection_from(arguments),
         max_messages=arguments.max_messages,
@@ -140,6 +161,7 @@ def run(
         visibility_timeout=arguments.visibility_timeout,
         wait_seconds=arguments.wait_seconds,
         discard_scheduled_runs=arguments.discard_scheduled_runs,
+        discard_unreplayable=arguments.discard_unreplayable,
     )
     now = datetime.now(UTC)
     total = queue.approximate_count()
@@ -152,25 +174,57 @@ def run(
         if arguments.json:
             write_json_line(out, report.as_dict(now))
 
-    with _function_output_to(err, local=bool(arguments.local), level=arguments.log_level):
+    with (
+        stop_on_interrupt(err, STOPPING) as stop,
+        function_output_to(err, arguments.log_level) if arguments.local else nullcontext(),
+    ):
         try:
-            result = replay(queue, processor, options, on_message=on_message, now=now)
+            result = replay(
+                queue,
+                processor,
+                options,
+                on_message=on_message,
+                now=now,
+                stop=stop,
+                archive=archive,
+            )
         finally:
             progress.close()
     _write_result(out, result, as_json=arguments.json)
     return result.exit_status
 
 
+def _check_options(arguments: argparse.Namespace) -> None:
+    replays = arguments.function_name or arguments.local
+    discards = arguments.discard_scheduled_runs or arguments.discard_unreplayable
+    if not (replays or discards or arguments.dry_run):
+        raise UsageError(
+            "say how to replay: --function-name NAME or --local (or --dry-run, or only "
+            "--discard-unreplayable / --discard-scheduled-runs)"
+        )
+    if arguments.discard_unreplayable and not arguments.dry_run and arguments.archive is None:
+        raise UsageError(
+            "--discard-unreplayable writes each message to --archive FILE before deleting it: "
+            "pass --archive"
+        )
+    if arguments.archive is not None and not arguments.discard_unreplayable:
+        raise UsageError("--archive is where --discard-unreplayable writes: pass both, or neither")
+
+
 def _processor(
     arguments: argparse.Namespace, connection: Connection, dead_letter_queue_url: str
-) -> Processor:
-    if arguments.dry_run and not (arguments.function_name or arguments.local):
-        return dry_run_processor
+) -> Processor | None:
     if arguments.function_name:
+        from botocore.config import Config  # noqa: PLC0415
+
+        invoke_config = Config(read_timeout=INVOKE_READ_TIMEOUT_SECONDS, connect_timeout=10)
         return FunctionInvoker(
-            connection.client("lambda", INVOKE_CONFIG), str(arguments.function_name)
+            connection.client("lambda", invoke_config), str(arguments.function_name)
         )
-    return local_replayer(arguments, connection, dead_letter_queue_url, os.environ)
+    if arguments.local:
+        return local_replayer(arguments, connection, dead_letter_queue_url, os.environ)
+    # A dry run processes nothing; a run that only discards replays nothing.
+    return dry_run_processor if arguments.dry_run else None
 
 
 def local_replayer(
@@ -181,75 +235,69 @@ def local_replayer(
 ) -> LocalReplayer:
     """The Authorizer, wired as in the function but with this command's clients and
     settings: options first, then the environment, then the stack (so that a stack whose
-    policy lives in SSM is replayed with that policy, not the one bundled here).
+    policy lives in SSM is replayed with that policy, not the one bundled here). The policy
+    is read once before any message is: one that cannot be read stops the run at once.
     """
-    stack_name = arguments.stack_name
-    outputs = connection.stack_outputs(stack_name) if stack_name else {}
-    parameters = connection.stack_parameters(stack_name) if stack_name else {}
-    settings_environ = {
-        **environ,
-        "AWS_REGION": connection.region,
-        "DEAD_LETTER_QUEUE_URL": dead_letter_queue_url,
-        "ACCOUNT_ID": arguments.account_id
-        or environ.get("ACCOUNT_ID")
-        or _caller_account(connection),
-        "IDEMPOTENCY_TABLE": arguments.idempotency_table
-        or environ.get("IDEMPOTENCY_TABLE")
-        or outputs.get("IdempotencyTableName", ""),
-    }
-    for option, name, stack_parameter in (
-        ("policy_file", "POLICY_FILE", None),
-        ("policy_parameter", "POLICY_PARAMETER", "PolicyParameterName"),
-        ("tag_key", "TAG_KEY", "TagKey"),
-    ):
-        value = getattr(arguments, option) or environ.get(name)
-        if not value and stack_parameter is not None:
-            value = parameters.get(stack_parameter)
-        if value:
-            settings_environ[name] = value
+    # Imported here: the function's code is needed by --local only.
+    from cache_ingress.aws import CLIENT_CONFIG, Clients  # noqa: PLC0415
+    from cache_ingress.errors import PolicyError, SettingsError  # noqa: PLC0415
+    from cache_ingress.settings import Settings  # noqa: PLC0415
+    from cache_ingress.wiring import build_authorizer, build_policy_source  # noqa: PLC0415
+
+    environment = function_environment(arguments, connection, environ)
+    environment["DEAD_LETTER_QUEUE_URL"] = dead_letter_queue_url
+    if not environment.get("IDEMPOTENCY_TABLE", "").strip():
+        raise UsageError(
+            "--local: the idempotency table is unknown: pass --idempotency-table or "
+            "--stack-name, or set IDEMPOTENCY_TABLE"
+        )
     try:
-        settings = Settings.from_environ(settings_environ)
+        settings = Settings.from_environ(environment)
     except SettingsError as exc:
         raise UsageError(f"--local: {exc}") from exc
     clients = Clients(settings.region)
     for service in LOCAL_SERVICES:
         clients.inject(service, connection.client(service, CLIENT_CONFIG))
+    try:
+        build_policy_source(settings, clients).current()
+    except PolicyError as exc:
+        raise UsageError(f"--local: {exc}") from exc
     return LocalReplayer(build_authorizer(settings, clients))
 
 
-def _caller_account(connection: Connection) -> str:
-    try:
-        return str(connection.client("sts").get_caller_identity()["Account"])
-    except (ClientError, BotoCoreError) as exc:
-        raise UsageError(f"the account id is unknown (pass --account-id): {exc}") from exc
+class JsonLinesArchive:
+    """Appends each discarded message as received (body, message attributes, attributes)
+    to a JSON lines file, flushed to disk before the message may be deleted."""
+
+    def __init__(self, path: Path, queue_url: str) -> None:
+        self.path = path
+        self._queue_url = queue_url
+        try:
+            self._file = path.open("a", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--archive {path}: cannot be written: {exc}") from exc
+
+    def __call__(self, received: Received, message: DeadLetter | Unrecognised, why: str) -> None:
+        raw = received.raw
+        line = {
+            "archivedAt": datetime.now(UTC).isoformat(timespec="seconds"),
+            "queueUrl": self._queue_url,
+            "messageId": received.message_id,
+            "eventId": getattr(message, "event_id", None),
+            "reason": why,
+            "body": raw.get("Body"),
+            "messageAttributes": raw.get("MessageAttributes", {}),
+            "attributes": raw.get("Attributes", {}),
+        }
+        self._file.write(json.dumps(line, separators=(",", ":"), default=str) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
 
 
-@contextlib.contextmanager
-def _function_output_to(err: IO[str], *, local: bool, level: str) -> Iterator[None]:
-    """In --local mode the function's log lines go to stderr at the chosen level, and its
-    metric flushes (EMF, printed to stdout, meaningful only in Lambda) too, so stdout holds
-    only this command's output.
-    """
-    if not local:
-        yield
-        return
-    from cache_ingress.observability import logger, metrics  # noqa: PLC0415
-
-    handler = logger.registered_handler
-    previous_stream = handler.setStream(err) if isinstance(handler, logging.StreamHandler) else None
-    previous_level = logger.log_level
-    logger.setLevel(level)
-    try:
-        with contextlib.redirect_stdout(err), warnings.catch_warnings():
-            # Without a Lambda context, in-progress idempotency records carry no expiry of
-            # their own; Powertools warns about it on every grant.
-            warnings.filterwarnings("ignore", message="Couldn't determine the remaining time")
-            yield
-    finally:
-        metrics.clear_metrics()
-        logger.setLevel(previous_level)
-        if previous_stream is not None and isinstance(handler, logging.StreamHandler):
-            handler.setStream(previous_stream)
+def _archive(arguments: argparse.Namespace, queue_url: str) -> JsonLinesArchive | None:
+    if arguments.archive is None or arguments.dry_run:
+        return None
+    return JsonLinesArchive(arguments.archive, queue_url)
 
 
 def _write_result(out: IO[str], result: ReplayReport, *, as_json: bool) -> None:
@@ -278,8 +326,23 @@ def _write_result(out: IO[str], result: ReplayReport, *, as_json: bool) -> None:
             f"still failing {counts['stillFailing']}"
         )
     line += f"; skipped {counts['skipped']}; unrecognised {counts['unrecognised']}"
-    if counts["discarded"]:
-        line += f"; discarded {counts['discarded']} scheduled run(s)"
+    line += _discard_counts(result)
     if result.aborted:
         line += f"; stopped early: {result.aborted}"
+    if result.interrupted:
+        line += "; interrupted: the messages not replayed are visible again"
     out.write(f"{line} (exit status {result.exit_status})\n")
+
+
+def _discard_counts(result: ReplayReport) -> str:
+    discarded = [m for m in result.messages if m.result is Result.DISCARDED]
+    scheduled = sum(m.status == DISCARDED_STATUS for m in discarded)
+    unreplayable = sum(m.status == UNREPLAYABLE_STATUS for m in discarded)
+    text = ""
+    if scheduled:
+        text += f"; discarded {scheduled} scheduled run(s)"
+    if unreplayable:
+        text += f"; discarded {unreplayable} unreplayable (archived)"
+    if result.counts["wouldDiscard"]:
+        text += f"; would discard {result.counts['wouldDiscard']}"
+    return text

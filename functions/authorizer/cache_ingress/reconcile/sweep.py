@@ -1,0 +1,459 @@
+"""The sweep: every tagged group, page by page, decided and repaired within the run's time.
+
+See the package docstring for what a run does and `docs/reconcile.md` for the guarantee.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from cache_ingress.decisions import decide, named_vpc_destinations
+from cache_ingress.errors import AwsCallError, CacheIngressError, TransientFailureError
+from cache_ingress.granted_state import GrantedView, ReadClassic, ReadRules
+from cache_ingress.models import (
+    DestinationFacts,
+    FailureKind,
+    Grant,
+    Outcome,
+    SecurityGroupFacts,
+    TagRequest,
+    VpcDestination,
+)
+from cache_ingress.observability import logger, metrics
+from cache_ingress.reconcile.cursor import Cursor, CursorStore
+from cache_ingress.reconcile.listing import GroupPage
+from cache_ingress.reconcile.report import PairResult, PairStatus, Report
+from cache_ingress.reconcile.verdicts import judge, settled
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from cache_ingress.grants import Granter
+    from cache_ingress.policy import Policy
+    from cache_ingress.policy_source import PolicySource
+    from cache_ingress.settings import ReconcileOptions, Settings
+
+SOURCE = "cache-ingress.reconcile"
+DETAIL_TYPE = "Scheduled Reconciliation"
+
+
+class ReconcileError(CacheIngressError):
+    """The sweep could not run at all (for example EC2 refuses the listing); raised so that
+    the invocation fails visibly and ends in the dead-letter queue after its retries.
+    """
+
+    code = "ReconcileFailed"
+
+
+class _PageEnd(StrEnum):
+    DONE = "done"
+    OUT_OF_TIME = "out-of-time"
+    TRANSIENT = "transient"
+
+
+class Budget:
+    """Whether there is time for one more step: the reserve plus the slowest listing seen.
+
+    Without a Lambda context (the operator's command) there is no limit.
+    """
+
+    def __init__(self, context: LambdaContext | None, reserve_ms: int) -> None:
+        self._context = context
+        self._reserve_ms = reserve_ms
+        self._slowest_ms = 0
+
+    def exhausted(self) -> bool:
+        if self._context is None:
+            return False
+        remaining: int = self._context.get_remaining_time_in_millis()
+        return remaining < self._reserve_ms + self._slowest_ms
+
+    @contextmanager
+    def step(self) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            elapsed_ms = int((time.monotonic() - started) * 1000)
+            self._slowest_ms = max(self._slowest_ms, elapsed_ms)
+
+
+@dataclass
+class _Place:
+    """Where this run started and what it knows of the stored cursor."""
+
+    token: str | None
+    version: int | None
+    from_cursor: bool
+    store: CursorStore | None
+
+
+def new_run_id() -> str:
+    """Unique per run and per retry: it is the `event_id` of the run's grants, so a record
+    left by an earlier run (an hour ago, or a retry a minute ago) never matches a key of
+    this one and can never stand in for a repair this run decided on its own read.
+    """
+    return f"reconcile-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:12]}"
+
+
+ListGroups = Callable[[str | None], GroupPage]
+Resolve = Callable[[Sequence[VpcDestination]], Mapping[VpcDestination, DestinationFacts]]
+
+
+class Reconciler:
+    """One sweep over every tagged group; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        options: ReconcileOptions,
+        *,
+        policies: PolicySource,
+        list_groups: ListGroups,
+        read_granted: ReadClassic,
+        read_rules: ReadRules,
+        resolve_destinations: Resolve,
+        granter: Callable[[], Granter],
+        cursors: Callable[[], CursorStore] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._options = options
+        self._policies = policies
+        self._list_groups = list_groups
+        self._read_granted = read_granted
+        self._read_rules = read_rules
+        self._resolve = resolve_destinations
+        self._granter = granter
+        self._cursors = cursors
+
+    @property
+    def listing(self) -> str:
+        """What a resume token belongs to; a token saved for another listing is discarded."""
+        settings = self._settings
+        return (
+            f"{settings.account_id}/{settings.region}/tag-key={settings.tag_key}"
+            f"/page-size={self._options.page_size}"
+        )
+
+    def policy(self) -> Policy:
+        """The policy a run would use now; raises PolicyError if it cannot be read or is
+        invalid (the operator's command asks before it sweeps, so a bad policy is a usage
+        error, not a failed run)."""
+        return self._policies.current()
+
+    def handle(self, event: object, context: LambdaContext | None = None) -> dict[str, Any]:
+        """The scheduled entry point: sweep, publish the run's metrics, return the summary.
+
+        Raises TransientFailureError (Lambda retries the run) or ReconcileError / PolicyError
+        (the run could not look at anything).
+        """
+        trigger = event.get("id") if isinstance(event, Mapping) else None
+        report = self.new_report()
+        logger.info(
+            "reconcile started",
+            extra={"run_id": report.run_id, "trigger": trigger, "dry_run": report.dry_run},
+        )
+        try:
+            self.sweep(report, context)
+        finally:
+            _publish_metrics(report)
+        return report.summary()
+
+    def run(
+        self,
+        context: LambdaContext | None = None,
+        *,
+        dry_run: bool | None = None,
+        resume: bool = True,
+    ) -> Report:
+        """One sweep; the operator's command runs it without a context and without resuming."""
+        report = self.new_report(dry_run)
+        self.sweep(report, context, resume=resume)
+        return report
+
+    def new_report(self, dry_run: bool | None = None) -> Report:
+        return Report(
+            run_id=new_run_id(), dry_run=self._settings.dry_run if dry_run is None else dry_run
+        )
+
+    def sweep(
+        self, report: Report, context: LambdaContext | None = None, *, resume: bool = True
+    ) -> None:
+        """Fill `report`; its summary is logged however the sweep ends."""
+        try:
+            self._sweep(report, context, resume)
+        except BaseException as exc:
+            report.status = "interrupted"
+            _log_summary(report, error=f"{type(exc).__name__}: {exc}")
+            raise
+        _log_summary(report)
+
+    def _sweep(self, report: Report, context: LambdaContext | None, resume: bool) -> None:
+        policy = self._policies.current()
+        place = self._start(report, resume)
+        run = _Run(
+            policy=policy,
+            granted=GrantedView(self._read_granted, self._read_rules),
+            granter=None if report.dry_run else self._granter(),
+            budget=Budget(context, self._options.time_reserve_ms),
+        )
+        if run.granter is not None and context is not None:
+            run.granter.register(context)
+        token = place.token
+        while True:
+            if run.budget.exhausted():
+                self._stop(report, place, token)
+                return
+            page = self._next_page(report, place, token, run.budget)
+            if page is None:
+                token = None
+                continue
+            report.pages += 1
+            report.groups_seen += len(page.groups)
+            try:
+                end = self._reconcile_page(report, page, run)
+            except AwsCallError as exc:
+                # Only transient read failures get here; permanent ones fail their pairs.
+                self._keep_place(report, place, page.token)
+                raise TransientFailureError(f"reading granted ingress failed: {exc}") from exc
+            if end is _PageEnd.OUT_OF_TIME:
+                self._stop(report, place, page.token)
+                return
+            if end is _PageEnd.TRANSIENT:
+                self._keep_place(report, place, page.token)
+                failed = [p for p in report.pairs if p.decision.failure is FailureKind.TRANSIENT]
+                raise TransientFailureError(
+                    f"{len(failed)} pair(s) failed transiently; the run is retried from this "
+                    "page: " + "; ".join(p.decision.reason for p in failed[:5])
+                )
+            token = page.next_token
+            if token is None:
+                report.status = "completed"
+                self._keep_place(report, place, None)
+                return
+
+    def _next_page(
+        self, report: Report, place: _Place, token: str | None, budget: Budget
+    ) -> GroupPage | None:
+        """The page `token` names; None when a resumed token was refused (start over)."""
+        try:
+            with budget.step():
+                return self._list_groups(token)
+        except AwsCallError as exc:
+            if place.from_cursor and report.pages == 0 and not exc.transient:
+                # A stale token must not wedge the sweep: begin again from the start.
+                logger.warning(
+                    "resume token rejected",
+                    extra={"run_id": report.run_id, "error_code": exc.code, "error": str(exc)},
+                )
+                place.from_cursor, report.resumed = False, False
+                return None
+            if exc.transient:
+                self._keep_place(report, place, token)
+                raise TransientFailureError(f"listing tagged groups failed: {exc}") from exc
+            raise ReconcileError(f"listing tagged groups failed: {exc}") from exc
+
+    # -- resume token --
+
+    def _start(self, report: Report, resume: bool) -> _Place:
+        if not resume or self._cursors is None:
+            return _Place(None, None, from_cursor=False, store=None)
+        store = self._cursors()
+        try:
+            stored = store.load()
+        except AwsCallError as exc:
+            if exc.transient:
+                raise TransientFailureError(f"reading the resume token failed: {exc}") from exc
+            # The cursor only saves work; without it the run starts from the beginning.
+            logger.error(
+                "resume token unavailable",
+                extra={"run_id": report.run_id, "error_code": exc.code, "error": str(exc)},
+            )
+            return _Place(None, None, from_cursor=False, store=None)
+        cursor = stored.cursor
+        if cursor is None:
+            return _Place(None, stored.version, from_cursor=False, store=store)
+        age = int(time.time()) - cursor.saved_at
+        reason = None
+        if cursor.listing != self.listing:
+            reason = "saved for another listing (tag key, page size, account or region changed)"
+        elif age > self._options.resume_max_age_seconds:
+            reason = f"older than {self._options.resume_max_age_seconds} seconds"
+        if reason is not None:
+            logger.info(
+                "resume token discarded",
+                extra={"run_id": report.run_id, "reason": reason, "saved_by": cursor.run_id},
+            )
+            return _Place(None, stored.version, from_cursor=False, store=store)
+        logger.info(
+            "resuming sweep",
+            extra={"run_id": report.run_id, "saved_by": cursor.run_id, "age_seconds": age},
+        )
+        report.resumed = True
+        return _Place(cursor.next_token, stored.version, from_cursor=True, store=store)
+
+    def _stop(self, report: Report, place: _Place, token: str | None) -> None:
+        report.status = "stopped"
+        self._keep_place(report, place, token)
+
+    def _keep_place(self, report: Report, place: _Place, token: str | None) -> None:
+        """Store the token to resume from (None: the start, so no cursor). Never raises: a
+        cursor that cannot be written costs the next run some repeated work, nothing more.
+        """
+        if place.store is None:
+            return
+        now = int(time.time())
+        try:
+            if token is None:
+                written = place.store.clear(expected_version=place.version)
+            else:
+                cursor = Cursor(token, self.listing, now, report.run_id)
+                expires_at = now + self._options.resume_max_age_seconds
+                written = place.store.save(
+                    cursor, expected_version=place.version, expires_at=expires_at
+                )
+        except AwsCallError as exc:
+            logger.error(
+                "resume token not written",
+                extra={"run_id": report.run_id, "error_code": exc.code, "error": str(exc)},
+            )
+            return
+        if not written:
+            logger.warning("resume token moved by another run", extra={"run_id": report.run_id})
+            return
+        report.resume_token_saved = token is not None
+
+    # -- one page --
+
+    def _reconcile_page(self, report: Report, page: GroupPage, run: _Run) -> _PageEnd:
+        settings = self._settings
+        groups = self._with_destinations(page.groups, run)
+        request = TagRequest(
+            event_id=report.run_id,
+            source=SOURCE,
+            detail_type=DETAIL_TYPE,
+            account=settings.account_id,
+            region=settings.region,
+            group_ids=tuple(group.group_id for group in groups),
+        )
+        plan = decide(
+            request,
+            {group.group_id: group for group in groups},
+            run.policy,
+            account_id=settings.account_id,
+            region=settings.region,
+        )
+        first = len(report.pairs)
+        for decision in plan.decisions:
+            report.pairs.append(judge(report.run_id, decision, run.granted))
+        for grant in plan.grants:
+            known = settled(report.run_id, grant, run.granted)
+            if known is not None:
+                report.pairs.append(known)
+            elif run.granter is None:
+                _log_drift(report.run_id, grant, "would-repair")
+                decision = grant.decision(Outcome.DRY_RUN, "dry run: would authorize", None)
+                report.pairs.append(PairResult(PairStatus.DRIFT, decision, False, drift=True))
+            elif run.budget.exhausted():
+                return _PageEnd.OUT_OF_TIME
+            else:
+                _log_drift(report.run_id, grant, "repair")
+                report.pairs.append(_repair(report.run_id, grant, run.granter, run.granted))
+        page_pairs = report.pairs[first:]
+        if any(pair.decision.failure is FailureKind.TRANSIENT for pair in page_pairs):
+            return _PageEnd.TRANSIENT
+        return _PageEnd.DONE
+
+    def _with_destinations(
+        self, groups: Sequence[SecurityGroupFacts], run: _Run
+    ) -> list[SecurityGroupFacts]:
+        """The groups with the VPC caches their tags name, as the event path gives them to
+        `decide`; each cache is looked up once per run, when a group first names it.
+        """
+        region = self._settings.region
+        named = {g.group_id: named_vpc_destinations(g, run.policy, region) for g in groups}
+        missing = [d for ds in named.values() for d in ds if d not in run.destinations]
+        if missing:
+            run.destinations.update(self._resolve(list(dict.fromkeys(missing))))
+        return [
+            replace(group, destinations={d: run.destinations[d] for d in named[group.group_id]})
+            if named[group.group_id]
+            else group
+            for group in groups
+        ]
+
+
+@dataclass
+class _Run:
+    """What one sweep holds from its first page to its last."""
+
+    policy: Policy
+    granted: GrantedView
+    granter: Granter | None
+    budget: Budget
+    destinations: dict[VpcDestination, DestinationFacts] = field(default_factory=dict)
+
+
+def _repair(run_id: str, grant: Grant, granter: Granter, granted: GrantedView) -> PairResult:
+    decision = granter.grant(grant, None)
+    fields = {"run_id": run_id, **decision.as_log_fields()}
+    if decision.outcome is Outcome.AUTHORIZED:
+        granted.record(grant)
+        logger.info("drift repaired", extra=fields)
+        return PairResult(PairStatus.REPAIRED, decision, False, drift=True)
+    if decision.outcome is Outcome.ALREADY_AUTHORIZED:
+        # Granted by someone else between this run's read and its authorize call.
+        logger.info("drift already closed", extra=fields)
+        return PairResult(PairStatus.IN_SYNC, decision, False, drift=True)
+    logger.error("repair failed", extra=fields)
+    return PairResult(PairStatus.FAILED, decision, False, drift=True)
+
+
+def _log_drift(run_id: str, grant: Grant, action: str) -> None:
+    decision = grant.decision(Outcome.FAILED, "", None)
+    fields = decision.as_log_fields()
+    for verdict in ("outcome", "reason"):
+        fields.pop(verdict, None)
+    logger.warning("drift found", extra={"run_id": run_id, "action": action, **fields})
+
+
+def _log_summary(report: Report, error: str | None = None) -> None:
+    fields: dict[str, Any] = {
+        "run_id": report.run_id,
+        "status": report.status,
+        "dry_run": report.dry_run,
+        "resumed": report.resumed,
+        "resume_token_saved": report.resume_token_saved,
+        "pages": report.pages,
+        "groups_seen": report.groups_seen,
+        "drift_found": report.drift_found,
+        "granted_beyond_policy": report.granted_beyond_policy,
+        **{status.replace("-", "_"): count for status, count in report.counts().items()},
+    }
+    if error is not None:
+        logger.error("reconcile interrupted", extra={**fields, "error": error})
+    elif report.status == "stopped":
+        logger.info("reconcile stopped", extra=fields)
+    else:
+        logger.info("reconcile finished", extra=fields)
+
+
+def _publish_metrics(report: Report) -> None:
+    counts = report.counts()
+    for name, value in (
+        ("GroupsReconciled", report.groups_seen),
+        ("Drift", report.drift_found),
+        ("Repaired", counts[PairStatus.REPAIRED]),
+        ("NeedsEvent", counts[PairStatus.NEEDS_EVENT]),
+        ("ReconcileFailed", counts[PairStatus.FAILED]),
+    ):
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
