@@ -264,9 +264,7 @@ def _local_authorizer(target: Target) -> Authorizer:
             "DEAD_LETTER_QUEUE_URL": target.dead_letter_queue_url,
         }
     )
-    clients = Clients(scenario.region)
-    for service in ("ec2", "elasticache", "dynamodb", "sqs", "ssm"):
-        clients.inject(service, target.client(service))
+    clients = Clients(scenario.region, factory=lambda service, _config: target.client(service))
     return build_authorizer(settings, clients)
 
 
