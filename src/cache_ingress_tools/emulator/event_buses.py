@@ -128,9 +128,7 @@ def receives_from_another_account(
 
 
 def _send_to_targets(original: Any) -> Any:
-    def send_to_targets(
-        self: Rule, original_event: Any, transform_input: bool = True
-    ) -> None:
+    def send_to_targets(self: Rule, original_event: Any, transform_input: bool = True) -> None:
         if not self.event_pattern.matches_event(original_event):
             return
         others = []
