@@ -38,6 +38,7 @@ ADAPTERS = {
     "policy_source",
     "deadletter",
     "cloudtrail",
+    "member_accounts",
     "granted_state",
     "reconcile.listing",
     "reconcile.cursor",

@@ -8,8 +8,10 @@ AWS to the function, and :func:`install` fills them in moto's own classes:
 
 1. moto's ``AssumeRole`` hands out credentials for any role ARN, existing or not, whoever
    asks. AWS assumes a role only if it exists and its trust policy allows the caller; else
-   ``AccessDenied`` (the same answer for both, so the caller learns nothing). Here the trust
-   policy is evaluated: ``Allow`` statements for ``sts:AssumeRole`` whose ``Principal``
+   ``AccessDenied`` (the same answer for both, so the caller learns nothing). In an account
+   marked as governed (:func:`govern`: the member accounts a scenario declares; other
+   accounts keep moto's leniency, which tests use to act as anyone) the trust policy is
+   evaluated: ``Allow`` statements for ``sts:AssumeRole`` whose ``Principal``
    names the caller (its account root, or its exact ARN: for a role session the role's
    ARN) and whose conditions hold, none of the ``Deny`` ones. The condition keys evaluated
    are ``sts:ExternalId``, ``aws:PrincipalArn``, ``aws:PrincipalAccount`` and
@@ -23,7 +25,7 @@ AWS to the function, and :func:`install` fills them in moto's own classes:
 :func:`function_credentials` gives a function the credentials of its execution role, as
 Lambda does (no trust policy is asked: Lambda is the service the role trusts).
 
-State (the organizations) lives on moto's STS backend of each account, so a reset clears it.
+State (organizations, governed accounts) lives on moto's STS backend of each account, so a reset clears it.
 This module imports moto: the Lambda's import path must never reach it.
 """
 
@@ -44,6 +46,7 @@ from cache_ingress_tools.emulator.policies import PARTITION, Caller, refusal
 __all__ = [
     "Caller",
     "function_credentials",
+    "govern",
     "install",
     "organization_of",
     "set_organization",
@@ -51,6 +54,7 @@ __all__ = [
 ]
 
 _ORGANIZATION_ATTRIBUTE: Final = "_cache_ingress_organization"
+_GOVERNED_ATTRIBUTE: Final = "_cache_ingress_governed"
 _INSTALLED_MARK: Final = "_cache_ingress_accounts"
 _LOCK = threading.Lock()
 
@@ -61,6 +65,15 @@ _LOCK = threading.Lock()
 def set_organization(account: str, organization: str | None) -> None:
     """Record the organization `account` belongs to (None: none), for aws:PrincipalOrgID."""
     setattr(sts_backends[account][PARTITION], _ORGANIZATION_ATTRIBUTE, organization)
+
+
+def govern(account: str) -> None:
+    """Roles of `account` are assumed only as STS would allow (until the next reset)."""
+    setattr(sts_backends[account][PARTITION], _GOVERNED_ATTRIBUTE, True)
+
+
+def _governed(account: str) -> bool:
+    return bool(getattr(sts_backends[account][PARTITION], _GOVERNED_ATTRIBUTE, False))
 
 
 def organization_of(account: str) -> str | None:
@@ -107,6 +120,8 @@ def _refusal(role_arn: str, caller: Caller, external_id: str | None) -> str | No
     parts = role_arn.split(":", 5)
     if len(parts) != 6 or parts[2] != "iam" or not parts[5].startswith("role/"):
         return "not a role ARN"
+    if not _governed(parts[4]):
+        return None
     try:
         role = iam_backends[parts[4]][PARTITION].get_role_by_arn(role_arn)
     except NotFoundException:

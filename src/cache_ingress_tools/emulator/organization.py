@@ -121,6 +121,8 @@ def seed_members(
     }
     for account in (cache, *(m.account_id for m in scenario.member_accounts)):
         accounts.set_organization(account, scenario.organization)
+    for member in scenario.member_accounts:
+        accounts.govern(member.account_id)
 
     cache_template = load_template(root / "template.yaml")
     parameters = scenario.stack_parameters()
