@@ -244,12 +244,27 @@ class _MemberSeeding:
         self._client_for = client_for
         self._cache_vpc_id = cache_vpc_id
         self._fixed_id = fixed_id
+        self._clients: dict[str, Any] = {}
+        self._acting_as: str | None = None
         self.vpc_ids: dict[str, dict[str, str]] = {}
         self.peerings: dict[str, tuple[str, ...]] = {}
         self.queues: dict[str, str] = {}
 
     def _client(self, service: str, account: str) -> Any:
-        return account_client(self._client_for, service, account)
+        """One client per service for every member (making a client costs more than its
+        calls here); each call acts as the member account set last."""
+        self._acting_as = account
+        client = self._clients.get(service)
+        if client is None:
+            client = self._client_for(service)
+
+            def add_header(request: Any, **_: Any) -> None:
+                if self._acting_as is not None:
+                    request.headers[_ACCOUNT_HEADER] = self._acting_as
+
+            client.meta.events.register("before-sign.*.*", add_header)
+            self._clients[service] = client
+        return client
 
     def seed_network(self, member: Any) -> None:
         ec2 = self._client("ec2", member.account_id)
@@ -274,12 +289,14 @@ class _MemberSeeding:
                     if group.tags
                     else [],
                 )
-        cache_ec2 = self._client_for("ec2")
         peerings = []
         for name in member.peered_vpcs:
-            peering = cache_ec2.create_vpc_peering_connection(
+            # Asked by the cache account, accepted by the member.
+            self._acting_as = None
+            peering = ec2.create_vpc_peering_connection(
                 VpcId=self._cache_vpc_id, PeerVpcId=vpc_ids[name], PeerOwnerId=member.account_id
             )["VpcPeeringConnection"]["VpcPeeringConnectionId"]
+            self._acting_as = member.account_id
             ec2.accept_vpc_peering_connection(VpcPeeringConnectionId=peering)
             peerings.append(peering)
         self.vpc_ids[member.account_id] = vpc_ids

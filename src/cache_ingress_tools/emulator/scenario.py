@@ -76,6 +76,8 @@ if TYPE_CHECKING:
     from cache_ingress_tools.emulator.organization import MemberWorld
 
 DEFAULT_SCENARIO = Path(__file__).with_name("default-scenario.yaml")
+# A cache account and two member accounts of one organization (docs/multi-account.md).
+MEMBER_SCENARIO = Path(__file__).with_name("member-scenario.yaml")
 _GROUP_ID = re.compile(r"sg-[0-9a-f]{8,17}")
 _ACCOUNT = re.compile(r"\d{12}")
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
