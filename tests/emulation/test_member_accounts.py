@@ -269,10 +269,8 @@ def test_every_account_is_seeded_with_its_own_groups(member_world: SeededWorld) 
 
 def test_the_function_acts_as_its_execution_role(member_world: SeededWorld) -> None:
     identity = function_clients(member_world).get("sts").get_caller_identity()
-    assert (
-        identity["Arn"]
-        == f"arn:aws:sts::{CACHE}:assumed-role/cache-ingress-IngressFunctionRole-local/IngressFunction"
-    )
+    role = "cache-ingress-IngressFunctionRole-local"
+    assert identity["Arn"] == f"arn:aws:sts::{CACHE}:assumed-role/{role}/IngressFunction"
 
 
 def test_a_cache_rule_may_name_a_member_accounts_group(member_world: SeededWorld) -> None:

@@ -6,10 +6,9 @@ like any other AWS fault."""
 from __future__ import annotations
 
 import json
-from typing import Any
-
 import pytest
 
+from cache_ingress.aws import Clients
 from cache_ingress.errors import AwsCallError
 from cache_ingress.member_accounts import RENEW_BEFORE_SECONDS, MemberAccounts
 from cache_ingress.settings import Members, Settings
@@ -38,10 +37,12 @@ class Clock:
         return self.now
 
 
-def _accounts(world: SeededWorld, clock: Clock | None = None, **change: str) -> MemberAccounts:
+def _accounts(
+    world: SeededWorld, clock: Clock | None = None, clients: Clients | None = None, **change: str
+) -> MemberAccounts:
     return MemberAccounts(
         _members(world, **change),
-        function_clients(world),
+        clients or function_clients(world),
         session_name="cache-ingress",
         **({"clock": clock} if clock is not None else {}),
     )
@@ -160,11 +161,9 @@ def test_the_read_role_may_only_read(member_world: SeededWorld) -> None:
 def test_sts_faults_are_transient_or_permanent_like_any_other(
     member_world: SeededWorld, kind: str, code: str, transient: bool
 ) -> None:
-    accounts = _accounts(member_world)
-    sts: Any = function_clients(member_world).get("sts")
-    # The adapter's own STS client is the one the fault is put on.
-    accounts._clients.inject("sts", sts)  # noqa: SLF001 - the fault needs the very client
-    Fault(sts, "AssumeRole", kind, times=1)
+    clients = function_clients(member_world)
+    accounts = _accounts(member_world, clients=clients)
+    Fault(clients.get("sts"), "AssumeRole", kind, times=1)
 
     with pytest.raises(AwsCallError) as raised:
         accounts.client(MEMBER, "ec2")
@@ -176,10 +175,9 @@ def test_sts_faults_are_transient_or_permanent_like_any_other(
 
 
 def test_sts_disabled_in_the_region_is_permanent(member_world: SeededWorld) -> None:
-    accounts = _accounts(member_world)
-    sts: Any = function_clients(member_world).get("sts")
-    accounts._clients.inject("sts", sts)  # noqa: SLF001
-    Fault(sts, "AssumeRole", "RegionDisabledException", status=403, times=1)
+    clients = function_clients(member_world)
+    accounts = _accounts(member_world, clients=clients)
+    Fault(clients.get("sts"), "AssumeRole", "RegionDisabledException", status=403, times=1)
 
     with pytest.raises(AwsCallError, match="STS is not activated") as raised:
         accounts.client(MEMBER, "ec2")

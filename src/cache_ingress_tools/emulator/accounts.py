@@ -25,7 +25,8 @@ AWS to the function, and :func:`install` fills them in moto's own classes:
 :func:`function_credentials` gives a function the credentials of its execution role, as
 Lambda does (no trust policy is asked: Lambda is the service the role trusts).
 
-State (organizations, governed accounts) lives on moto's STS backend of each account, so a reset clears it.
+State (organizations, governed accounts) lives on moto's STS backend of each account, so a
+reset clears it.
 This module imports moto: the Lambda's import path must never reach it.
 """
 
