@@ -6,6 +6,7 @@ like any other AWS fault."""
 from __future__ import annotations
 
 import json
+
 import pytest
 
 from cache_ingress.aws import Clients
