@@ -13,7 +13,7 @@ from cache_ingress_tools.emulator import event_buses
 from cache_ingress_tools.emulator.organization import account_client
 from cache_ingress_tools.emulator.policies import Caller, refusal
 from cache_ingress_tools.emulator.scenario import SeededWorld
-from tests.support.events import tag_change
+from tests.support.events import create_tags, tag_change
 from tests.support.fixtures import REGION, TEST_CLIENT_CONFIG, function_clients, shared_session
 
 pytestmark = pytest.mark.emulation
@@ -299,3 +299,23 @@ def test_a_cache_rule_may_name_a_member_accounts_group(member_world: SeededWorld
                 }
             ],
         )
+
+
+def test_a_member_accounts_tagging_call_reaches_the_function_and_other_calls_do_not(
+    member_world: SeededWorld,
+) -> None:
+    assert member_world.members is not None
+    call = create_tags([CHECKOUT_APP], event_id="member-call")
+    call["account"] = MEMBER
+    call["detail"]["recipientAccountId"] = MEMBER
+    instance_only = create_tags(["i-0dc224bad2cb08740"], event_id="member-instance")
+    instance_only["account"] = MEMBER
+    other_key = create_tags([CHECKOUT_APP], event_id="member-other-key")
+    other_key["account"] = MEMBER
+    other_key["detail"]["requestParameters"]["tagSet"]["items"] = [{"key": "env", "value": "x"}]
+
+    for event in (call, instance_only, other_key):
+        event_buses.emit(MEMBER, REGION, event)
+
+    # Matched inside CloudTrail's arrays (resourcesSet.items[].resourceId, tagSet.items[].key).
+    assert event_buses.delivered(member_world.members.function_arn) == [call]

@@ -19,6 +19,10 @@ accounts' path (docs/multi-account.md) look unlike AWS, and :func:`install` chan
 3. A rule whose target is a Lambda function raises ``NotImplementedError``. The embedded AWS
    runs no function: deliveries are kept per function (:func:`delivered`), and whoever
    plays Lambda (a test, the demo) invokes the handler with them.
+4. moto's matcher does not look inside arrays of objects, so no CloudTrail tagging call
+   (``requestParameters.resourcesSet.items[].resourceId``, ``tagSet.items[].key``) matches
+   the rules. AWS matches a field inside an array against the field of every element, as
+   one array of values: so does this.
 
 :func:`emit` is AWS putting an event on an account's default bus (the service events a
 tagging call causes), which only AWS can do.
@@ -38,7 +42,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from moto.events.models import EventsBackend, Rule, events_backends
+from moto.events.models import EventPattern, EventsBackend, Rule, events_backends
 from moto.sqs.models import sqs_backends
 
 from cache_ingress_tools.emulator.accounts import organization_of
@@ -263,6 +267,45 @@ def _refused_or_sent_elsewhere(
     return {"EventId": event["id"]}
 
 
+# --- matching inside arrays of objects -----------------------------------------------------
+
+
+def _flatten(node: Any, prefix: str = "", result: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Dotted paths to values, as moto's, but through arrays of objects too: the values a
+    path reaches in several elements form one array, as EventBridge matches them."""
+    if result is None:
+        result = {}
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{prefix}.{key}" if prefix else key
+            if isinstance(value, dict) and value:
+                _flatten(value, path, result)
+            elif isinstance(value, list) and any(isinstance(item, dict) for item in value):
+                for item in value:
+                    if isinstance(item, dict):
+                        _flatten(item, path, result)
+                    else:
+                        _add(result, path, item)
+            elif path in result:
+                _add(result, path, value)
+            else:
+                result[path] = value
+    return result
+
+
+def _add(result: dict[str, Any], path: str, value: Any) -> None:
+    present = result.get(path, [])
+    values = present if isinstance(present, list) else [present]
+    result[path] = values + (value if isinstance(value, list) else [value])
+
+
+def _flatten_through_arrays(original: Any) -> Any:
+    del original
+    flatten = staticmethod(_flatten)
+    setattr(flatten, _INSTALLED_MARK, True)
+    return flatten
+
+
 # --- installing ----------------------------------------------------------------------------
 
 
@@ -276,8 +319,9 @@ def _wrap(owner: type, name: str, wrapper_of: Any) -> None:
 
 
 def install() -> None:
-    """Change the three behaviours above in moto's classes, for the rest of the process;
+    """Change the four behaviours above in moto's classes, for the rest of the process;
     calling it again is harmless. Call it before ``mock_aws()`` starts or a server serves."""
     with _LOCK:
         _wrap(Rule, "send_to_targets", _send_to_targets)
         _wrap(EventsBackend, "put_events", _put_events)
+        _wrap(EventPattern, "_flatten_dict", _flatten_through_arrays)
