@@ -117,8 +117,28 @@ def test_an_account_without_the_member_stack_is_refused_for_good(
 def test_another_principal_of_the_cache_account_cannot_assume_the_read_role(
     member_world: SeededWorld,
 ) -> None:
-    # An administrator of the cache account, with the right external id: not a function role.
-    admin = shared_session().client("sts", region_name=REGION, config=TEST_CLIENT_CONFIG)
+    # An administrator of the cache account, with the right external id: neither a function
+    # role nor a named operator.
+    session = shared_session()
+    iam = session.client("iam", region_name=REGION, config=TEST_CLIENT_CONFIG)
+    trust = {
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": "123456789012"}, "Action": "sts:AssumeRole"}
+        ]
+    }
+    admin_role = iam.create_role(RoleName="Admin", AssumeRolePolicyDocument=json.dumps(trust))
+    sts = session.client("sts", region_name=REGION, config=TEST_CLIENT_CONFIG)
+    keys = sts.assume_role(RoleArn=admin_role["Role"]["Arn"], RoleSessionName="admin")[
+        "Credentials"
+    ]
+    admin = session.client(
+        "sts",
+        region_name=REGION,
+        config=TEST_CLIENT_CONFIG,
+        aws_access_key_id=keys["AccessKeyId"],
+        aws_secret_access_key=keys["SecretAccessKey"],
+        aws_session_token=keys["SessionToken"],
+    )
     members = _members(member_world)
 
     with pytest.raises(Exception, match="AccessDenied"):

@@ -163,6 +163,22 @@ def test_the_read_role_trusts_only_the_cache_functions_with_the_external_id() ->
         assert refusal(trust, "sts:AssumeRole", other, external_id) is not None, other
 
 
+def test_operators_named_may_read_too_still_with_the_external_id() -> None:
+    operator = f"arn:aws:iam::{CACHE}:role/oncall"
+    template, resolver = member(OperatorRoleArns=operator)
+    trust = resolver.value(
+        template["Resources"]["ReadRole"]["Properties"]["AssumeRolePolicyDocument"], "trust"
+    )
+    external_id = {"sts:ExternalId": MEMBER_PARAMETERS["ExternalId"]}
+    wrong = {"sts:ExternalId": "guess"}
+
+    for principal in (*FUNCTION_ROLES, operator):
+        assert refusal(trust, "sts:AssumeRole", Caller(principal, CACHE), external_id) is None
+        assert refusal(trust, "sts:AssumeRole", Caller(principal, CACHE), wrong) is not None
+    admin = Caller(f"arn:aws:iam::{CACHE}:role/Admin", CACHE)
+    assert refusal(trust, "sts:AssumeRole", admin, external_id) is not None
+
+
 def test_with_an_organization_the_caller_must_belong_to_it() -> None:
     template, resolver = member(OrganizationId=ORGANIZATION)
     trust = resolver.value(

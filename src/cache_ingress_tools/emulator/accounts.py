@@ -100,7 +100,14 @@ def _caller(response: TokenResponse) -> Caller:
     user = iam_backends[account][PARTITION].get_user_from_access_key_id(access_key)
     if user is not None:
         return Caller(user.arn, account, organization_of(account))
-    return Caller(f"arn:{PARTITION}:sts::{account}:user/moto", account, organization_of(account))
+    # moto's own identity for credentials it did not issue: its user `moto`, as IAM names it.
+    return Caller(default_principal(account), account, organization_of(account))
+
+
+def default_principal(account: str) -> str:
+    """The principal ARN (as IAM conditions see it) of a request with credentials moto did
+    not issue, such as the emulator's dummy keys: the operator's, in a local run."""
+    return f"arn:{PARTITION}:iam::{account}:user/moto"
 
 
 def _checked_assume_role(original: Any) -> Any:

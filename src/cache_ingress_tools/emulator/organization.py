@@ -159,6 +159,8 @@ def seed_members(
             parameter_overrides={
                 "CacheAccountId": cache,
                 "CacheFunctionRoleArns": ",".join(role_arns.values()),
+                # The operator's tools (reconcile, explain, replay --local) read members too.
+                "OperatorRoleArns": accounts.default_principal(cache),
                 "ExternalId": member_environment["MEMBER_EXTERNAL_ID"],
                 "OrganizationId": scenario.organization or "",
             },
