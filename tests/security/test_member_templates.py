@@ -457,3 +457,52 @@ def test_the_member_rules_invoke_the_function_and_dead_letter_into_its_queue() -
             )
             == "events.amazonaws.com"
         )
+
+
+# --- what docs/multi-account.md tells an operator to run -----------------------------------
+
+DOC = (ROOT / "docs" / "multi-account.md").read_text(encoding="utf-8")
+
+
+def _code_blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", DOC, flags=re.DOTALL)
+
+
+def test_the_documented_stack_set_parameters_fit_member_yaml() -> None:
+    [parameters_file] = [b for b in _code_blocks("json") if "ParameterKey" in b]
+    given = {p["ParameterKey"]: p["ParameterValue"] for p in json.loads(parameters_file)}
+    declared = _template(MEMBER_TEMPLATE)["Parameters"]
+
+    assert set(given) <= set(declared)
+    assert STACK_SET_WIDE <= set(given)
+    # The values resolve the template as CloudFormation would (patterns, lists).
+    template, resolver = member(**given)
+    role = resolver.value(template["Resources"]["ReadRole"]["Properties"], "ReadRole")
+    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Condition"]["ArnEquals"] == {
+        "aws:PrincipalArn": given["CacheFunctionRoleArns"].split(",")
+    }
+
+
+def test_the_documented_commands_ask_for_what_member_yaml_needs() -> None:
+    [shell] = [b for b in _code_blocks("sh") if "create-stack-set" in b]
+    # The read role has a name: CloudFormation requires CAPABILITY_NAMED_IAM for it.
+    assert "RoleName" in json.dumps(_template(MEMBER_TEMPLATE)["Resources"]["ReadRole"])
+    assert "--capabilities CAPABILITY_NAMED_IAM" in shell
+    assert "--template-body file://member.yaml" in shell
+    assert "--parameters file://member-parameters.json" in shell
+
+
+def test_the_documented_parameter_tables_name_real_parameters_and_defaults() -> None:
+    member_parameters = _template(MEMBER_TEMPLATE)["Parameters"]
+    cache_parameters = _template(CACHE_TEMPLATE)["Parameters"]
+    rows = re.findall(r"^\| `([A-Za-z]+)` \|(.*)$", DOC, flags=re.MULTILINE)
+    named = {name for name, _ in rows}
+
+    assert set(member_parameters) <= named
+    assert {name for name in cache_parameters if name.startswith("Member")} <= named
+    for name, rest in rows:
+        assert name in member_parameters or name in cache_parameters, name
+        if name in member_parameters and "Default" in member_parameters[name]:
+            default = member_parameters[name]["Default"]
+            cell = rest.split("|")[0].strip()
+            assert cell == (f"`{default}`" if default else "empty"), name
