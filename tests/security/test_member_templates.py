@@ -474,7 +474,7 @@ def test_the_documented_stack_set_parameters_fit_member_yaml() -> None:
     declared = _template(MEMBER_TEMPLATE)["Parameters"]
 
     assert set(given) <= set(declared)
-    assert STACK_SET_WIDE <= set(given)
+    assert set(given) >= STACK_SET_WIDE
     # The values resolve the template as CloudFormation would (patterns, lists).
     template, resolver = member(**given)
     role = resolver.value(template["Resources"]["ReadRole"]["Properties"], "ReadRole")
