@@ -7,7 +7,6 @@ adapter classifies faults the same way.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -25,6 +24,8 @@ from cache_ingress.errors import AwsCallError
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
+
+    from cache_ingress.member_accounts import AssumedCredentials
 
 # Bounded so that a hung dependency becomes a transient failure well inside the timeout.
 CLIENT_CONFIG = Config(
@@ -69,22 +70,10 @@ _TRANSPORT_ERRORS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class AssumedCredentials:
-    """Temporary credentials of a role in another account (STS AssumeRole), and the account
-    STS says the role belongs to."""
-
-    access_key_id: str
-    secret_access_key: str
-    session_token: str
-    account: str
-    expires_at: float  # epoch seconds
-
-
 # How a client is made for a service, given the function's configuration for it; and how a
 # client is made with a member account's assumed credentials.
 ClientFactory = Callable[[str, Config], Any]
-AssumedClientFactory = Callable[[str, Config, AssumedCredentials], Any]
+AssumedClientFactory = Callable[[str, Config, "AssumedCredentials"], Any]
 
 
 def assumed_client(

@@ -19,11 +19,11 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from cache_ingress.aws import AssumedCredentials, aws_call_error
+from cache_ingress.aws import aws_call_error
 from cache_ingress.errors import AwsCallError
 
 if TYPE_CHECKING:
@@ -31,6 +31,19 @@ if TYPE_CHECKING:
     from cache_ingress.settings import Members
 
 ACTION = "sts:AssumeRole"
+
+
+class AssumedCredentials(NamedTuple):
+    """Temporary credentials of a member's read role (STS AssumeRole), and the account STS
+    says the role belongs to."""
+
+    access_key_id: str
+    secret_access_key: str
+    session_token: str
+    account: str
+    expires_at: float  # epoch seconds
+
+
 # An hour: the most a role allows by default (member.yaml's MaxSessionDuration).
 SESSION_SECONDS = 3600
 # Credentials this close to their end are renewed before use: an invocation never starts

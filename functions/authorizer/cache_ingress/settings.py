@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 from cache_ingress.errors import SettingsError
 
@@ -75,13 +76,14 @@ class Settings:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Members:
+class Members(NamedTuple):
     """The member accounts the function serves, and how it reads them: each member's read
     role (same name in every account) assumed with the external id.
 
     `accounts` are the accounts named one by one; `organization`, when set, admits every
     account of it (the bus policy and IAM's aws:ResourceOrgID keep everything else out).
+    A NamedTuple, not a dataclass: it is built on every cold start, single-account ones
+    too, and a dataclass costs several times as much to build.
     """
 
     role_name: str
