@@ -39,6 +39,7 @@ ADAPTERS = {
     "deadletter",
     "cloudtrail",
     "member_accounts",
+    "vpc_peering",
     "granted_state",
     "reconcile.listing",
     "reconcile.cursor",
