@@ -75,19 +75,19 @@ def test_help_lists_every_command_and_loads_none() -> None:
     completed, loaded = without_extra("--help")
 
     assert completed.returncode == 0, completed.stderr
-    for command in ("demo", "emulator", "invoke", "peek", "reconcile", "replay"):
+    for command in ("demo", "emulator", "invoke", "peek", "policy", "reconcile", "replay"):
         assert re.search(rf"^    {command}\b", completed.stdout, re.MULTILINE), command
     assert [m for m in loaded if m.startswith("cache_ingress_tools.commands.")] == []
     assert not [m for m in loaded if m.startswith("boto3")]
 
 
-@pytest.mark.parametrize("command", ["peek", "replay", "reconcile"])
+@pytest.mark.parametrize("command", ["peek", "replay", "reconcile", "policy"])
 def test_an_operators_command_shows_its_help_without_the_extra(command: str) -> None:
     completed, loaded = without_extra(command, "--help")
 
     assert completed.returncode == 0, completed.stderr
     assert f"usage: cache-ingress {command}" in completed.stdout
-    others = {"peek", "replay", "reconcile", "demo", "emulator", "invoke"} - {command}
+    others = {"peek", "replay", "reconcile", "policy", "demo", "emulator", "invoke"} - {command}
     assert not {f"cache_ingress_tools.commands.{other}" for other in others} & set(loaded)
 
 
@@ -130,6 +130,18 @@ def test_peek_replay_and_reconcile_run_without_the_extra(aws: EmbeddedAws) -> No
     # The default scenario has pairs that fail (caches that do not exist): exit status 1.
     assert reconcile.returncode == 1, reconcile.stderr
     assert "completed (dry run: nothing changed)" in reconcile.stdout
+
+
+def test_policy_validate_runs_without_the_extra_and_template_checks_say_what_to_install() -> None:
+    completed, loaded = without_extra("policy", "validate")
+    with_template, _ = without_extra("policy", "validate", "--template", "template.yaml")
+
+    assert completed.returncode == 0, completed.stderr
+    assert "policy.yaml: valid" in completed.stdout
+    assert not [m for m in loaded if m.startswith((*EXTRA_PACKAGES, "boto3"))]
+    assert with_template.returncode == 2
+    assert "pip install 'cache-ingress[emulator]'" in with_template.stderr
+    assert "Traceback" not in with_template.stderr
 
 
 def test_the_command_table_names_every_command_module() -> None:

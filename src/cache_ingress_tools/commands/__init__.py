@@ -32,6 +32,7 @@ COMMANDS: Final[dict[str, Command]] = {
         emulator=True,
     ),
     "peek": Command("list the dead-letter queue without consuming it"),
+    "policy": Command("validate a policy before it is deployed (offline)"),
     "reconcile": Command(
         "sweep every tagged security group and repair missing ingress (or --dry-run)"
     ),
