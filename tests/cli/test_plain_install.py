@@ -75,19 +75,37 @@ def test_help_lists_every_command_and_loads_none() -> None:
     completed, loaded = without_extra("--help")
 
     assert completed.returncode == 0, completed.stderr
-    for command in ("demo", "emulator", "invoke", "peek", "policy", "reconcile", "replay"):
+    for command in (
+        "demo",
+        "emulator",
+        "explain",
+        "invoke",
+        "peek",
+        "policy",
+        "reconcile",
+        "replay",
+    ):
         assert re.search(rf"^    {command}\b", completed.stdout, re.MULTILINE), command
     assert [m for m in loaded if m.startswith("cache_ingress_tools.commands.")] == []
     assert not [m for m in loaded if m.startswith("boto3")]
 
 
-@pytest.mark.parametrize("command", ["peek", "replay", "reconcile", "policy"])
+@pytest.mark.parametrize("command", ["peek", "replay", "reconcile", "policy", "explain"])
 def test_an_operators_command_shows_its_help_without_the_extra(command: str) -> None:
     completed, loaded = without_extra(command, "--help")
 
     assert completed.returncode == 0, completed.stderr
     assert f"usage: cache-ingress {command}" in completed.stdout
-    others = {"peek", "replay", "reconcile", "policy", "demo", "emulator", "invoke"} - {command}
+    others = {
+        "peek",
+        "replay",
+        "reconcile",
+        "policy",
+        "explain",
+        "demo",
+        "emulator",
+        "invoke",
+    } - {command}
     assert not {f"cache_ingress_tools.commands.{other}" for other in others} & set(loaded)
 
 
@@ -105,7 +123,7 @@ def test_an_emulator_command_says_what_to_install(arguments: list[str]) -> None:
     assert "Traceback" not in completed.stderr
 
 
-def test_peek_replay_and_reconcile_run_without_the_extra(aws: EmbeddedAws) -> None:
+def test_peek_replay_reconcile_and_explain_run_without_the_extra(aws: EmbeddedAws) -> None:
     aws.reset()
     queue_url = aws.world.dead_letter_queue_url
     boto3.client(
@@ -121,6 +139,9 @@ def test_peek_replay_and_reconcile_run_without_the_extra(aws: EmbeddedAws) -> No
         "replay", *queue, "--local", "--idempotency-table", aws.scenario.idempotency_table
     )
     reconcile, _ = without_extra("reconcile", "--endpoint-url", aws.endpoint_url, "--dry-run")
+    explain, explain_loaded = without_extra(
+        "explain", "--endpoint-url", aws.endpoint_url, "--group", ORDERS_GROUP
+    )
 
     assert peek.returncode == 0, peek.stderr
     assert json.loads(peek.stdout.splitlines()[0])["eventId"] == "e-plain"
@@ -130,6 +151,9 @@ def test_peek_replay_and_reconcile_run_without_the_extra(aws: EmbeddedAws) -> No
     # The default scenario has pairs that fail (caches that do not exist): exit status 1.
     assert reconcile.returncode == 1, reconcile.stderr
     assert "completed (dry run: nothing changed)" in reconcile.stdout
+    assert explain.returncode == 0, explain.stderr
+    assert f"{ORDERS_GROUP} orders: allowed" in explain.stdout
+    assert not [m for m in explain_loaded if m.startswith(EXTRA_PACKAGES)]
 
 
 def test_policy_validate_runs_without_the_extra_and_template_checks_say_what_to_install() -> None:

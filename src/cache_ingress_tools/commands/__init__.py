@@ -27,6 +27,9 @@ COMMANDS: Final[dict[str, Command]] = {
     "emulator": Command(
         "run the embedded AWS (moto + cache security groups) until Ctrl-C", emulator=True
     ),
+    "explain": Command(
+        "why a security group is or is not granted a target: every rule, its fact, its verdict"
+    ),
     "invoke": Command(
         "run the function on a sample event against the embedded AWS (no Docker)",
         emulator=True,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
 from cache_ingress_tools.commands import COMMANDS
-from cache_ingress_tools.commands._base import EXIT_OK, UsageError
+from cache_ingress_tools.commands._base import EXIT_OK, UsageError, shown_path
 
 if TYPE_CHECKING:
     from cache_ingress.errors import PolicyProblem
@@ -148,7 +148,7 @@ def validate(arguments: argparse.Namespace) -> Validation:
     if arguments.env_vars is not None and arguments.template is None:
         raise UsageError("--env-vars is read against the template: pass --template too")
     path = arguments.file or BUNDLED_POLICY
-    source = _shown(path)
+    source = shown_path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -315,14 +315,6 @@ def _config(arguments: argparse.Namespace, template: Path) -> SamConfig | None:
 
 def _listed(source: str, problem: PolicyProblem) -> Listed:
     return Listed(source, problem.line, problem.field, problem.message)
-
-
-def _shown(path: Path) -> str:
-    """The path as the user would type it: relative to here when it is below here."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 def _report(validation: Validation) -> str:
