@@ -13,10 +13,12 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import boto3
 import pytest
 
+from cache_ingress.settings import BUNDLED_POLICY
 from cache_ingress_tools.emulator.server import DUMMY_CREDENTIALS, EmbeddedAws
 from tests.cli import on_failure_record
 from tests.support.events import ORDERS_GROUP, tag_change
@@ -81,6 +83,7 @@ def test_help_lists_every_command_and_loads_none() -> None:
         "explain",
         "invoke",
         "peek",
+        "plan",
         "policy",
         "reconcile",
         "replay",
@@ -90,7 +93,7 @@ def test_help_lists_every_command_and_loads_none() -> None:
     assert not [m for m in loaded if m.startswith("boto3")]
 
 
-@pytest.mark.parametrize("command", ["peek", "replay", "reconcile", "policy", "explain"])
+@pytest.mark.parametrize("command", ["peek", "replay", "reconcile", "policy", "explain", "plan"])
 def test_an_operators_command_shows_its_help_without_the_extra(command: str) -> None:
     completed, loaded = without_extra(command, "--help")
 
@@ -102,6 +105,7 @@ def test_an_operators_command_shows_its_help_without_the_extra(command: str) -> 
         "reconcile",
         "policy",
         "explain",
+        "plan",
         "demo",
         "emulator",
         "invoke",
@@ -123,7 +127,7 @@ def test_an_emulator_command_says_what_to_install(arguments: list[str]) -> None:
     assert "Traceback" not in completed.stderr
 
 
-def test_peek_replay_reconcile_and_explain_run_without_the_extra(aws: EmbeddedAws) -> None:
+def test_the_operators_commands_run_without_the_extra(aws: EmbeddedAws, tmp_path: Path) -> None:
     aws.reset()
     queue_url = aws.world.dead_letter_queue_url
     boto3.client(
@@ -142,6 +146,11 @@ def test_peek_replay_reconcile_and_explain_run_without_the_extra(aws: EmbeddedAw
     explain, explain_loaded = without_extra(
         "explain", "--endpoint-url", aws.endpoint_url, "--group", ORDERS_GROUP
     )
+    same = tmp_path / "same-policy.yaml"
+    same.write_text(BUNDLED_POLICY.read_text(encoding="utf-8"), encoding="utf-8")
+    plan, plan_loaded = without_extra(
+        "plan", "--endpoint-url", aws.endpoint_url, "--policy-file", str(same)
+    )
 
     assert peek.returncode == 0, peek.stderr
     assert json.loads(peek.stdout.splitlines()[0])["eventId"] == "e-plain"
@@ -154,6 +163,9 @@ def test_peek_replay_reconcile_and_explain_run_without_the_extra(aws: EmbeddedAw
     assert explain.returncode == 0, explain.stderr
     assert f"{ORDERS_GROUP} orders: allowed" in explain.stdout
     assert not [m for m in explain_loaded if m.startswith(EXTRA_PACKAGES)]
+    assert plan.returncode == 0, plan.stderr
+    assert "no change: every tagged pair stands as it does" in plan.stdout
+    assert not [m for m in plan_loaded if m.startswith(EXTRA_PACKAGES)]
 
 
 def test_policy_validate_runs_without_the_extra_and_template_checks_say_what_to_install() -> None:

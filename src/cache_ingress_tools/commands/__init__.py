@@ -35,6 +35,9 @@ COMMANDS: Final[dict[str, Command]] = {
         emulator=True,
     ),
     "peek": Command("list the dead-letter queue without consuming it"),
+    "plan": Command(
+        "what a new policy would change: every tagged pair under both policies (read-only)"
+    ),
     "policy": Command("validate a policy before it is deployed (offline)"),
     "reconcile": Command(
         "sweep every tagged security group and repair missing ingress (or --dry-run)"

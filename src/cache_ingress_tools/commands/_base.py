@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -337,6 +338,53 @@ def shorten(text: str | None, limit: int) -> str:
         return "-"
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Progress:
+    """A one-line progress indicator on a terminal's stderr; silent anywhere else."""
+
+    _INTERVAL = 0.1
+    _WIDTH = 24
+
+    def __init__(
+        self, stream: IO[str] | None = None, total: int | None = None, *, unit: str = "msg"
+    ) -> None:
+        self._stream = stream if stream is not None else sys.stderr
+        self._unit = unit
+        self._enabled = bool(getattr(self._stream, "isatty", lambda: False)())
+        self._total = total
+        self._counts: dict[str, int] = {}
+        self._started = time.monotonic()
+        self._drawn = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    def advance(self, result: str) -> None:
+        self._counts[result] = self._counts.get(result, 0) + 1
+        now = time.monotonic()
+        if self._enabled and now - self._drawn >= self._INTERVAL:
+            self._drawn = now
+            self._draw(now)
+
+    def close(self) -> None:
+        if self._enabled and self._drawn:
+            self._stream.write("\r\x1b[2K")
+            self._stream.flush()
+
+    def _draw(self, now: float) -> None:
+        done = sum(self._counts.values())
+        rate = done / max(now - self._started, 1e-6)
+        if self._total:
+            filled = min(self._WIDTH, self._WIDTH * done // self._total)
+            bar = "#" * filled + "." * (self._WIDTH - filled)
+            position = f"[{bar}] {done}/~{self._total}"
+        else:
+            position = f"{done}"
+        counts = " ".join(f"{name} {count}" for name, count in sorted(self._counts.items()))
+        self._stream.write(f"\r\x1b[2K{position}  {counts}  {rate:.1f} {self._unit}/s")
+        self._stream.flush()
 
 
 # --- Ctrl-C -------------------------------------------------------------------------------
