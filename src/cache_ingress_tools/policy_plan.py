@@ -23,8 +23,9 @@ A pair changes when its place changes, or when it stays allowed but its destinat
 - `moved`: allowed in both, to another destination: the next sweep grants the new one, and
   the old one keeps its grant.
 
-A denial by another rule, or a pair that both policies allow alike, is not a change; nor is
-a pair that failed under either policy (nothing can be said of it: the plan is an error).
+A denial by another rule, or a pair that both policies allow alike, is not a change. A pair
+that could not be read has no change: when its target differs between the policies it is
+`unknown` (`PolicyPlan.failed`, and the plan is an error), else decided alike (`unread`).
 """
 
 from __future__ import annotations
