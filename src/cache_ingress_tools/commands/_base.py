@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,22 +64,46 @@ def add_aws_arguments(parser: argparse.ArgumentParser | Any, *, stack_help: str)
     )
 
 
+# The only operations a read-only command (`explain`, `plan`) may call.
+READ_OPERATIONS: Final = ("Describe", "Get", "List", "Lookup")
+
+
+class WriteRefusedError(RuntimeError):
+    """A read-only command was about to call an operation that changes something."""
+
+
+def refuse_writes(model: Any, **_: Any) -> None:
+    """botocore's `before-call` hook of a read-only command's clients: an operation that is
+    not a read (Describe*, Get*, List*, Lookup*) is refused before any request is sent.
+    """
+    if not str(model.name).startswith(READ_OPERATIONS):
+        raise WriteRefusedError(
+            f"{model.service_model.service_name}:{model.name} refused: this command only reads"
+        )
+
+
 @dataclass
 class Connection:
     """One boto3 session for the command. Clients are made here, in the main thread,
     because creating clients from one session in several threads at once is not safe.
+
+    With `read_only`, every client refuses any call that is not a read (`refuse_writes`):
+    a command that promises to change nothing cannot, whatever code it runs.
     """
 
     session: Any
     endpoint_url: str | None
     pool_size: int = 10
+    read_only: bool = False
     _stack_description: tuple[dict[str, str], dict[str, str]] | None = field(
         default=None, repr=False
     )
     _account_id: str | None = field(default=None, repr=False)
 
     @classmethod
-    def from_arguments(cls, arguments: argparse.Namespace, *, pool_size: int = 10) -> Connection:
+    def from_arguments(
+        cls, arguments: argparse.Namespace, *, pool_size: int = 10, read_only: bool = False
+    ) -> Connection:
         """The session of --profile and --region (or AWS_REGION, or the profile's region)."""
         import boto3  # noqa: PLC0415 - only commands that reach AWS pay for it
         from botocore.exceptions import BotoCoreError  # noqa: PLC0415
@@ -94,7 +119,7 @@ class Connection:
             raise UsageError(f"{exc}: pass an existing --profile, or none") from exc
         if not session.region_name:
             raise UsageError("no AWS region: pass --region or set AWS_REGION")
-        return cls(session, arguments.endpoint_url, pool_size)
+        return cls(session, arguments.endpoint_url, pool_size, read_only)
 
     @property
     def region(self) -> str:
@@ -107,11 +132,14 @@ class Connection:
             max_pool_connections=self.pool_size,
             retries={"mode": "standard", "total_max_attempts": 5},
         )
-        return self.session.client(
+        client = self.session.client(
             service,
             endpoint_url=self.endpoint_for(service),
             config=pool.merge(config) if config is not None else pool,
         )
+        if self.read_only:
+            client.meta.events.register("before-call", refuse_writes)
+        return client
 
     def endpoint_for(self, _service: str) -> str | None:
         """Where calls to a service go: --endpoint-url, or AWS's own endpoint."""
@@ -294,12 +322,69 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def shown_path(path: str | os.PathLike[str]) -> str:
+    """A path as a person would type it here: relative when it is below the working folder."""
+    from pathlib import Path  # noqa: PLC0415
+
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except (ValueError, OSError):
+        return str(path)
+
+
 def shorten(text: str | None, limit: int) -> str:
     """One line of at most `limit` characters; `-` for nothing."""
     if not text:
         return "-"
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Progress:
+    """A one-line progress indicator on a terminal's stderr; silent anywhere else."""
+
+    _INTERVAL = 0.1
+    _WIDTH = 24
+
+    def __init__(
+        self, stream: IO[str] | None = None, total: int | None = None, *, unit: str = "msg"
+    ) -> None:
+        self._stream = stream if stream is not None else sys.stderr
+        self._unit = unit
+        self._enabled = bool(getattr(self._stream, "isatty", lambda: False)())
+        self._total = total
+        self._counts: dict[str, int] = {}
+        self._started = time.monotonic()
+        self._drawn = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    def advance(self, result: str) -> None:
+        self._counts[result] = self._counts.get(result, 0) + 1
+        now = time.monotonic()
+        if self._enabled and now - self._drawn >= self._INTERVAL:
+            self._drawn = now
+            self._draw(now)
+
+    def close(self) -> None:
+        if self._enabled and self._drawn:
+            self._stream.write("\r\x1b[2K")
+            self._stream.flush()
+
+    def _draw(self, now: float) -> None:
+        done = sum(self._counts.values())
+        rate = done / max(now - self._started, 1e-6)
+        if self._total:
+            filled = min(self._WIDTH, self._WIDTH * done // self._total)
+            bar = "#" * filled + "." * (self._WIDTH - filled)
+            position = f"[{bar}] {done}/~{self._total}"
+        else:
+            position = f"{done}"
+        counts = " ".join(f"{name} {count}" for name, count in sorted(self._counts.items()))
+        self._stream.write(f"\r\x1b[2K{position}  {counts}  {rate:.1f} {self._unit}/s")
+        self._stream.flush()
 
 
 # --- Ctrl-C -------------------------------------------------------------------------------
