@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     from cache_ingress.settings import Settings
 
 DescribeGroups = Callable[[Sequence[str]], dict[str, SecurityGroupFacts]]
+# A member account's groups, read through that account's read role (docs/multi-account.md).
+DescribeMemberGroups = Callable[[str, Sequence[str]], dict[str, SecurityGroupFacts]]
 VerifyPrincipal = Callable[[TagRequest], Provenance]
 
 _METRIC_NAMES = {
@@ -81,8 +83,10 @@ class Authorizer:
         granter: Callable[[], Granter],
         dead_letters: Callable[[], DeadLetterQueue],
         verify_principal: VerifyPrincipal,
+        describe_member_groups: DescribeMemberGroups | None = None,
     ) -> None:
         self._settings = settings
+        self._describe_member_groups = describe_member_groups
         self._policies = policies
         self._describe_groups = describe_groups
         self._granter = granter
@@ -144,7 +148,8 @@ class Authorizer:
         if replay and not parsed.replayed:
             parsed = replace(parsed, replayed=True)
         policy = self._policies.current()
-        groups = self._describe_groups(parsed.group_ids) if self._in_scope(parsed) else {}
+        groups = self._groups_now(parsed)
+        members = self._settings.members
         decide_now = partial(
             decide,
             parsed,
@@ -152,6 +157,7 @@ class Authorizer:
             policy,
             account_id=self._settings.account_id,
             region=self._settings.region,
+            members=members.admits if members is not None else None,
         )
         plan = decide_now()
         if plan.unverified:
@@ -179,11 +185,20 @@ class Authorizer:
             )
         return _summary(parsed.event_id, "completed", decisions, self._settings.dry_run)
 
-    def _in_scope(self, request: TagRequest) -> bool:
-        return (request.account, request.region) == (
-            self._settings.account_id,
-            self._settings.region,
-        )
+    def _groups_now(self, request: TagRequest) -> dict[str, SecurityGroupFacts]:
+        """The request's groups as they are now, read in the event's own account: the
+        function's, or a member's through its read role. An event out of scope (another
+        account or region, or naming an account other than its own) reads nothing: its
+        groups are denied without being described, and no role is assumed for it.
+        """
+        settings = self._settings
+        if request.region != settings.region or request.other_accounts:
+            return {}
+        if request.account == settings.account_id:
+            return self._describe_groups(request.group_ids)
+        if self._describe_member_groups is None or not settings.serves(request.account):
+            return {}
+        return self._describe_member_groups(request.account, request.group_ids)
 
     def _grant(
         self, grants: Sequence[Grant], request: TagRequest, context: LambdaContext | None

@@ -20,6 +20,7 @@ from cache_ingress.authorizer import Authorizer
 from cache_ingress.aws import Clients
 from cache_ingress.deadletter import DeadLetterQueue
 from cache_ingress.decisions import named_vpc_destinations
+from cache_ingress.errors import AwsCallError
 from cache_ingress.grants import Granter
 from cache_ingress.models import (
     DestinationFacts,
@@ -28,14 +29,17 @@ from cache_ingress.models import (
     Provenance,
     SecurityGroupFacts,
     TagRequest,
+    VpcCacheFacts,
     VpcDestination,
 )
+from cache_ingress.observability import logger
 from cache_ingress.policy import Policy
 from cache_ingress.policy_source import PolicySource
 from cache_ingress.settings import ReconcileOptions, Settings, current_settings
 
 if TYPE_CHECKING:
     from cache_ingress.granted_state import IngressRule, Pairs
+    from cache_ingress.member_accounts import MemberAccounts
     from cache_ingress.reconcile.cursor import CursorStore
     from cache_ingress.reconcile.listing import GroupPage
     from cache_ingress.reconcile.sweep import Reconciler
@@ -43,6 +47,8 @@ if TYPE_CHECKING:
 _Source = TypeVar("_Source", bound=PolicySource)
 DescribeGroups = Callable[[Sequence[str]], dict[str, SecurityGroupFacts]]
 ResolveDestinations = Callable[[Sequence[VpcDestination]], dict[VpcDestination, DestinationFacts]]
+# (one VPC, the other) -> the active peering connection joining them (vpc_peering).
+ReadPeerings = Callable[[Sequence[str]], dict[tuple[str, str], str]]
 
 
 def build_authorizer(settings: Settings, clients: Clients | None = None) -> Authorizer:
@@ -51,6 +57,7 @@ def build_authorizer(settings: Settings, clients: Clients | None = None) -> Auth
     policies = _policy_source(_RememberingPolicySource, settings, clients)
     describe_security_groups = build_group_describer(settings, clients)
     resolve_destinations = build_destination_resolver(settings, clients, describe_security_groups)
+    peerings = build_peering_reader(clients)
 
     def describe(group_ids: Sequence[str]) -> dict[str, SecurityGroupFacts]:
         """The tagged groups as they are now, each with the VPC caches its tag names.
@@ -60,11 +67,29 @@ def build_authorizer(settings: Settings, clients: Clients | None = None) -> Auth
         """
         policy = policies.last or policies.current()
         groups = describe_security_groups(group_ids)
-        return with_named_destinations(groups, policy, settings.region, resolve_destinations)
+        return with_named_destinations(
+            groups, policy, settings.region, resolve_destinations, peerings
+        )
 
     @cache
     def dead_letters() -> DeadLetterQueue:
         return DeadLetterQueue(clients.get("sqs"), settings.dead_letter_queue_url)
+
+    member_accounts = build_member_accounts(settings, clients)
+    describe_member_groups = None
+    if member_accounts is not None:
+        describe_in_member = build_member_group_describer(settings, member_accounts)
+
+        def describe_member_groups(
+            account: str, group_ids: Sequence[str]
+        ) -> dict[str, SecurityGroupFacts]:
+            """A member's groups read through its role, with the caches their tag names
+            looked up in this (the cache) account."""
+            policy = policies.last or policies.current()
+            groups = describe_in_member(account, group_ids)
+            return with_named_destinations(
+                groups, policy, settings.region, resolve_destinations, peerings
+            )
 
     return Authorizer(
         settings,
@@ -72,19 +97,77 @@ def build_authorizer(settings: Settings, clients: Clients | None = None) -> Auth
         describe_groups=describe,
         granter=cache(lambda: build_granter(settings, clients)),
         dead_letters=dead_letters,
-        verify_principal=build_principal_verifier(clients),
+        verify_principal=build_principal_verifier(clients, member_accounts),
+        describe_member_groups=describe_member_groups,
     )
 
 
-def build_principal_verifier(clients: Clients) -> Callable[[TagRequest], Provenance]:
-    """CloudTrail's answer about a replayed event's principal (`provenance.verify`)."""
+def build_member_accounts(settings: Settings, clients: Clients) -> MemberAccounts | None:
+    """The member accounts' read roles (None for a single-account deployment); the STS
+    adapter is imported only by a deployment that serves members."""
+    if settings.members is None:
+        return None
+    from cache_ingress.member_accounts import MemberAccounts  # noqa: PLC0415
+
+    function = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "").strip()
+    return MemberAccounts(
+        settings.members,
+        clients,
+        session_name=(function or "cache-ingress")[:64],
+        partition=_partition(settings.region),
+    )
+
+
+def build_member_group_describer(
+    settings: Settings, member_accounts: MemberAccounts
+) -> Callable[[str, Sequence[str]], dict[str, SecurityGroupFacts]]:
+    """A member's groups by id, as they are now, read through its read role; each carries
+    the account STS says the credentials act in (rule account-agreement)."""
+
+    def describe(account: str, group_ids: Sequence[str]) -> dict[str, SecurityGroupFacts]:
+        from cache_ingress.security_groups import describe_groups  # noqa: PLC0415
+
+        ec2 = member_accounts.client(account, "ec2")
+        read_as = member_accounts.credentials(account).account
+        groups = describe_groups(ec2, group_ids, settings.region)
+        return {
+            group_id: replace(group, read_account=read_as) for group_id, group in groups.items()
+        }
+
+    return describe
+
+
+def build_peering_reader(clients: Clients) -> ReadPeerings:
+    """The active peering connections of the caches' VPCs, as the cache account sees them."""
+
+    def read(cache_vpcs: Sequence[str]) -> dict[tuple[str, str], str]:
+        from cache_ingress.vpc_peering import active_peerings  # noqa: PLC0415
+
+        return active_peerings(clients.get("ec2"), cache_vpcs)
+
+    return read
+
+
+def build_principal_verifier(
+    clients: Clients, member_accounts: MemberAccounts | None = None
+) -> Callable[[TagRequest], Provenance]:
+    """CloudTrail's answer about a replayed event's principal (`provenance.verify`): looked
+    up in the event's own account, a member's through its read role."""
 
     def verify_principal(request: TagRequest) -> Provenance:
         # Imported when first needed: only replayed events of gated targets ever get here.
         from cache_ingress.cloudtrail import lookup_record  # noqa: PLC0415
         from cache_ingress.provenance import verify  # noqa: PLC0415
 
-        return verify(request, partial(lookup_record, clients.get("cloudtrail")))
+        account = request.account
+        if member_accounts is None or not member_accounts.members.admits(account):
+            return verify(request, partial(lookup_record, clients.get("cloudtrail")))
+
+        def lookup_in_member(event_id: str) -> str | None:
+            # The role is assumed inside the lookup: a refusal is CloudTrail unavailable.
+            return lookup_record(member_accounts.client(account, "cloudtrail"), event_id)
+
+        return verify(request, lookup_in_member)
 
     return verify_principal
 
@@ -144,9 +227,14 @@ def with_named_destinations(
     policy: Policy,
     region: str,
     resolve: ResolveDestinations,
+    peerings: ReadPeerings | None = None,
 ) -> dict[str, SecurityGroupFacts]:
     """The groups, each with the VPC caches its tag names looked up (once each), as
     `decide` needs them. Policies without VPC targets make no ElastiCache call here.
+
+    With `peerings`, a group outside a cache's VPC, whose tag names a target that admits
+    peered VPCs, also gets the active peering connections joining its VPC to the caches'
+    (one lookup for all the groups; none if no group needs it).
     """
     named = {
         group_id: named_vpc_destinations(group, policy, region)
@@ -156,10 +244,49 @@ def with_named_destinations(
     if not wanted:
         return dict(groups)
     found = resolve(wanted)
-    return {
+    looked_up = {
         group_id: _with_destinations(group, {d: found[d] for d in named[group_id]})
         for group_id, group in groups.items()
     }
+    if peerings is None:
+        return looked_up
+    return _with_peerings(looked_up, policy, peerings)
+
+
+def _with_peerings(
+    groups: dict[str, SecurityGroupFacts], policy: Policy, read: ReadPeerings
+) -> dict[str, SecurityGroupFacts]:
+    peered = {t.vpc for t in policy.targets.values() if t.vpc is not None and t.allow.peered_vpcs}
+    needs: dict[str, set[str]] = {}
+    for group_id, group in groups.items():
+        for destination, facts in group.destinations.items():
+            if (
+                destination in peered
+                and isinstance(facts, VpcCacheFacts)
+                and facts.vpc_id is not None
+                and group.vpc_id is not None
+                and facts.vpc_id != group.vpc_id
+            ):
+                needs.setdefault(group_id, set()).add(facts.vpc_id)
+    if not needs:
+        return groups
+    try:
+        joined = read(sorted({vpc for vpcs in needs.values() for vpc in vpcs}))
+    except AwsCallError:
+        # Unread peerings never grant: such pairs are denied same-vpc, and the log says why
+        # (the sweep repairs them once the call answers again).
+        logger.warning("peering connections unreadable", extra={"groups": sorted(needs)})
+        return groups
+    for group_id, cache_vpcs in needs.items():
+        group = groups[group_id]
+        found = {
+            vpc: joined[(str(group.vpc_id), vpc)]
+            for vpc in cache_vpcs
+            if (str(group.vpc_id), vpc) in joined
+        }
+        if found:
+            groups[group_id] = replace(group, peerings=found)
+    return groups
 
 
 def build_group_describer(settings: Settings, clients: Clients) -> DescribeGroups:
@@ -243,6 +370,14 @@ def _with_destinations(
     group: SecurityGroupFacts, destinations: Mapping[VpcDestination, DestinationFacts]
 ) -> SecurityGroupFacts:
     return replace(group, destinations=destinations) if destinations else group
+
+
+def _partition(region: str) -> str:
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
 
 
 @cache

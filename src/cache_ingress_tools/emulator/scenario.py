@@ -32,6 +32,8 @@ Reference (``default-scenario.yaml`` beside this file is a complete example)::
         security_groups: [sg-0c2b3c4d5e6f70812]    # required; ids from security_groups
     idempotency_table: cache-ingress-idempotency   # required; DynamoDB table name
     dead_letter_queue: cache-ingress-dlq           # required; SQS queue name
+    policy: member-policy.yaml        # optional; the function's policy here, relative to this
+                                      # file; default: the bundled one
     organization: o-a1b2c3d4e5        # optional; the organization of every account here
     member_accounts:                  # optional; accounts the function reads through their role
       - account_id: "111122223333"    # required; quoted, 12 digits, not account_id
@@ -118,6 +120,7 @@ _TOP_LEVEL_OPTIONAL = frozenset(
         "cache_clusters",
         "organization",
         "member_accounts",
+        "policy",
     }
 )
 _MEMBER_REQUIRED = frozenset({"account_id"})
@@ -204,6 +207,8 @@ class Scenario:
     cache_clusters: tuple[CacheClusterSeed, ...] = ()
     organization: str | None = None
     member_accounts: tuple[MemberAccountSeed, ...] = ()
+    policy: Path | None = None
+    """The policy the function is deployed with here, instead of the bundled one."""
 
     def security_group(self, group_id: str) -> SecurityGroupSeed | None:
         """The seeded group with this id, if the scenario has one (in any account)."""
@@ -252,6 +257,8 @@ class SeededWorld:
         }
         if self.members is not None:
             environment.update(self.members.function_environment())
+        if self.scenario.policy is not None:
+            environment["POLICY_FILE"] = str(self.scenario.policy)
         return environment
 
 
@@ -266,12 +273,12 @@ def load_scenario(path: Path = DEFAULT_SCENARIO) -> Scenario:
     except yaml.YAMLError as exc:
         raise ScenarioError(f"scenario {path}: not valid YAML: {exc}") from None
     try:
-        return _scenario(document)
+        return _scenario(document, path.parent)
     except ScenarioError as exc:
         raise ScenarioError(f"scenario {path}: {exc}") from None
 
 
-def _scenario(document: object) -> Scenario:
+def _scenario(document: object, folder: Path) -> Scenario:
     if document is None:
         raise ScenarioError("(top level): the file is empty")
     root = _object(document, "(top level)", _TOP_LEVEL_REQUIRED, _TOP_LEVEL_OPTIONAL)
@@ -309,7 +316,20 @@ def _scenario(document: object) -> Scenario:
         ),
         organization=organization,
         member_accounts=members,
+        policy=_policy(root.get("policy"), folder),
     )
+
+
+def _policy(raw: object, folder: Path) -> Path | None:
+    """`policy`: a policy file, relative to the scenario's folder."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw:
+        raise ScenarioError(f"policy: must be a policy file's path, got {_shown(raw)}")
+    path = (folder / raw).resolve()
+    if not path.is_file():
+        raise ScenarioError(f"policy: no such file {raw!r} (relative to the scenario's folder)")
+    return path
 
 
 def _member_accounts(

@@ -233,6 +233,9 @@ def function_environment(
         notes.append(f"the template does not declare {ENDPOINT_VARIABLE}; set here all the same")
     declared[ENDPOINT_VARIABLE] = target.endpoint_url
     runtime = {**runtime_variables(function, scenario.region), **target.function_credentials()}
+    if scenario.policy is not None:
+        # The scenario's stack is deployed with its own policy, as if bundled by `sam build`.
+        runtime["POLICY_FILE"] = str(scenario.policy)
     # A Lambda has no AWS config files; the developer's must not change this run.
     no_config = {"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
     return function, {**runtime, **no_config, **declared}, tuple(notes)
