@@ -25,7 +25,11 @@ REGION = "us-east-1"
 PSEUDO = {"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": ACCOUNT}
 # Actions IAM cannot scope to a resource (the service authorization reference lists no
 # resource type for them): the only ones that may use Resource "*".
-UNSCOPABLE_ACTIONS = frozenset({"ec2:DescribeSecurityGroups", "cloudtrail:LookupEvents"})
+# Describe and lookup calls that IAM cannot scope to a resource (the service authorization
+# reference lists no resource type for them).
+UNSCOPABLE_ACTIONS = frozenset(
+    {"ec2:DescribeSecurityGroups", "ec2:DescribeVpcPeeringConnections", "cloudtrail:LookupEvents"}
+)
 LOOKUP = "cloudtrail:LookupEvents"
 AUTHORIZE = "elasticache:AuthorizeCacheSecurityGroupIngress"
 ADD_RULE = "ec2:AuthorizeSecurityGroupIngress"
@@ -269,6 +273,7 @@ def test_the_function_keeps_its_records_and_dead_letters_in_its_own_resources() 
         f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/cache-ingress/policy"
     }
     assert by_action.pop("ec2:DescribeSecurityGroups") == {"*"}
+    assert by_action.pop("ec2:DescribeVpcPeeringConnections") == {"*"}
     assert by_action.pop(LOOKUP) == {"*"}
     assert by_action.pop(ADD_RULE) == {SECURITY_GROUPS}
     for action in ACCOUNT_WIDE_CACHE_READS:
