@@ -8,7 +8,7 @@ dead-letter queue (returned, with the message id), or raised for Lambda to retry
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -186,19 +186,15 @@ class Authorizer:
         return _summary(parsed.event_id, "completed", decisions, self._settings.dry_run)
 
     def _groups_now(self, request: TagRequest) -> dict[str, SecurityGroupFacts]:
-        """The request's groups as they are now, read in the event's own account: the
-        function's, or a member's through its read role. An event out of scope (another
-        account or region, or naming an account other than its own) reads nothing: its
-        groups are denied without being described, and no role is assumed for it.
-        """
         settings = self._settings
-        if request.region != settings.region or request.other_accounts:
-            return {}
-        if request.account == settings.account_id:
-            return self._describe_groups(request.group_ids)
-        if self._describe_member_groups is None or not settings.serves(request.account):
-            return {}
-        return self._describe_member_groups(request.account, request.group_ids)
+        return read_groups_now(
+            request,
+            account_id=settings.account_id,
+            region=settings.region,
+            members=settings.members.admits if settings.members is not None else None,
+            describe=self._describe_groups,
+            describe_member=self._describe_member_groups,
+        )
 
     def _grant(
         self, grants: Sequence[Grant], request: TagRequest, context: LambdaContext | None
@@ -267,6 +263,29 @@ class Authorizer:
         summary["errorType"] = error_type
         summary["deadLetterMessageId"] = message_id
         return summary
+
+
+def read_groups_now(
+    request: TagRequest,
+    *,
+    account_id: str,
+    region: str,
+    members: Callable[[str], bool] | None,
+    describe: Callable[[Sequence[str]], Mapping[str, SecurityGroupFacts]],
+    describe_member: DescribeMemberGroups | None,
+) -> dict[str, SecurityGroupFacts]:
+    """The request's groups as they are now, read in the event's own account: the
+    function's, or a member's through its read role. An event out of scope (another account
+    or region, or naming an account other than its own) reads nothing: its groups are denied
+    without being described, and no role is assumed for it. `explain` reads the same way.
+    """
+    if request.region != region or request.other_accounts:
+        return {}
+    if request.account == account_id:
+        return dict(describe(request.group_ids))
+    if describe_member is None or members is None or not members(request.account):
+        return {}
+    return describe_member(request.account, request.group_ids)
 
 
 def _event_id(event: object) -> str | None:

@@ -192,7 +192,6 @@ def _reconciler(
 ) -> tuple[Reconciler, Settings, str]:
     """The function's reconciler with read-only clients, its settings, and where the current
     policy comes from."""
-    from cache_ingress.aws import Clients  # noqa: PLC0415
     from cache_ingress.errors import SettingsError  # noqa: PLC0415
     from cache_ingress.settings import BUNDLED_POLICY, ReconcileOptions, Settings  # noqa: PLC0415
     from cache_ingress.wiring import build_reconciler  # noqa: PLC0415
@@ -215,7 +214,7 @@ def _reconciler(
         options = ReconcileOptions.from_environ(environment)
     except SettingsError as exc:
         raise PlanError(str(exc)) from exc
-    clients = Clients(settings.region, factory=connection.client)
+    clients = connection.function_clients(settings.region)
     reconciler = build_reconciler(settings, options, clients)
     if settings.policy_parameter:
         source = f"ssm:{settings.policy_parameter}"

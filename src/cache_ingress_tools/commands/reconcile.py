@@ -130,7 +130,6 @@ def _reconciler(arguments: argparse.Namespace) -> Reconciler:
     """The function's reconciler with this command's clients and settings, once the settings,
     the credentials and the policy are known to work (else a usage error saying why).
     """
-    from cache_ingress.aws import Clients  # noqa: PLC0415
     from cache_ingress.errors import PolicyError, SettingsError  # noqa: PLC0415
     from cache_ingress.settings import ReconcileOptions, Settings  # noqa: PLC0415
     from cache_ingress.wiring import build_reconciler  # noqa: PLC0415
@@ -143,7 +142,7 @@ def _reconciler(arguments: argparse.Namespace) -> Reconciler:
         options = ReconcileOptions.from_environ(environment)
     except SettingsError as exc:
         raise UsageError(str(exc)) from exc
-    clients = Clients(settings.region, factory=connection.client)
+    clients = connection.function_clients(settings.region)
     reconciler = build_reconciler(settings, options, clients)
     try:
         reconciler.policy()
