@@ -34,7 +34,8 @@ from cache_ingress.models import (
     VpcCacheFacts,
 )
 from cache_ingress.policy import Policy, Target
-from cache_ingress.wiring import ReadPeerings, ResolveDestinations, with_named_destinations
+from cache_ingress.vpc_peering import ReadPeerings
+from cache_ingress.wiring import ResolveDestinations, with_named_destinations
 
 DescribeGroups = Callable[[Sequence[str]], Mapping[str, SecurityGroupFacts]]
 VerifyPrincipal = Callable[[TagRequest], Provenance]

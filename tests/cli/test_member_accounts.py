@@ -16,6 +16,7 @@ import pytest
 from cache_ingress.envelope import function_envelope
 from cache_ingress_tools import cli
 from cache_ingress_tools.commands._base import EXIT_OK
+from cache_ingress_tools.commands.reconcile import EXIT_DRIFT
 from cache_ingress_tools.emulator.scenario import MEMBER_SCENARIO, load_scenario
 from cache_ingress_tools.emulator.server import DUMMY_CREDENTIALS, EmbeddedAws
 from tests.support.events import load_event
@@ -136,3 +137,22 @@ def test_peek_shows_the_account_and_replay_local_grants_through_the_members_role
         (g["EC2SecurityGroupName"], g["EC2SecurityGroupOwnerId"])
         for g in cache_group["EC2SecurityGroups"]
     ] == [("checkout-app", MEMBER)]
+
+
+def test_reconcile_dry_run_reports_every_account(
+    aws: EmbeddedAws, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # docs/multi-account.md, "Check it": a dry run sweeps every member, one line per account.
+    status = cli.main(["reconcile", "--endpoint-url", aws.endpoint_url, "--dry-run"])
+
+    out = capsys.readouterr().out
+    assert status == EXIT_DRIFT, out  # drift found (the member's groups are not granted yet)
+    lines = [line for line in out.splitlines() if line.startswith("account ")]
+    assert [line.split(":")[0] for line in lines] == [
+        f"account {CACHE}",
+        f"account {MEMBER}",
+        "account 444455556666",
+    ]
+    assert all(": completed;" in line for line in lines)
+    assert "AssumeRole calls 1" in lines[1]
+    assert "drift" in out and CHECKOUT_APP in out

@@ -40,6 +40,7 @@ ADAPTERS = {
     "cloudtrail",
     "member_accounts",
     "vpc_peering",
+    "organization_accounts",
     "granted_state",
     "reconcile.listing",
     "reconcile.cursor",

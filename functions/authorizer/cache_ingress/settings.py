@@ -148,10 +148,13 @@ class ReconcileOptions:
     page_size: int = PAGE_SIZE_MAX
     time_reserve_ms: int = 60_000
     resume_max_age_seconds: int = 21_600
+    # Member accounts: the AssumeRole calls one run may make, so the accounts it sweeps.
+    accounts_per_run: int = 100
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> ReconcileOptions:
-        """RECONCILE_PAGE_SIZE, RECONCILE_TIME_RESERVE_SECONDS, RECONCILE_RESUME_MAX_AGE_SECONDS."""
+        """RECONCILE_PAGE_SIZE, RECONCILE_TIME_RESERVE_SECONDS, RECONCILE_RESUME_MAX_AGE_SECONDS,
+        RECONCILE_ACCOUNTS_PER_RUN."""
         return cls(
             page_size=_integer(
                 environ, "RECONCILE_PAGE_SIZE", PAGE_SIZE_MAX, PAGE_SIZE_MIN, PAGE_SIZE_MAX
@@ -160,6 +163,7 @@ class ReconcileOptions:
             resume_max_age_seconds=_integer(
                 environ, "RECONCILE_RESUME_MAX_AGE_SECONDS", 21_600, 60, 7 * 86_400
             ),
+            accounts_per_run=_integer(environ, "RECONCILE_ACCOUNTS_PER_RUN", 100, 1, 10_000),
         )
 
 

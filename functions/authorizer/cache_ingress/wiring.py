@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import cache, partial
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from cache_ingress.authorizer import Authorizer
 from cache_ingress.aws import Clients
@@ -29,17 +29,18 @@ from cache_ingress.models import (
     Provenance,
     SecurityGroupFacts,
     TagRequest,
-    VpcCacheFacts,
     VpcDestination,
 )
 from cache_ingress.observability import logger
 from cache_ingress.policy import Policy
 from cache_ingress.policy_source import PolicySource
 from cache_ingress.settings import ReconcileOptions, Settings, current_settings
+from cache_ingress.vpc_peering import ReadPeerings, with_peerings
 
 if TYPE_CHECKING:
     from cache_ingress.granted_state import IngressRule, Pairs
     from cache_ingress.member_accounts import MemberAccounts
+    from cache_ingress.reconcile.accounts import AccountsSweep
     from cache_ingress.reconcile.cursor import CursorStore
     from cache_ingress.reconcile.listing import GroupPage
     from cache_ingress.reconcile.sweep import Reconciler
@@ -47,8 +48,6 @@ if TYPE_CHECKING:
 _Source = TypeVar("_Source", bound=PolicySource)
 DescribeGroups = Callable[[Sequence[str]], dict[str, SecurityGroupFacts]]
 ResolveDestinations = Callable[[Sequence[VpcDestination]], dict[VpcDestination, DestinationFacts]]
-# (one VPC, the other) -> the active peering connection joining them (vpc_peering).
-ReadPeerings = Callable[[Sequence[str]], dict[tuple[str, str], str]]
 
 
 def build_authorizer(settings: Settings, clients: Clients | None = None) -> Authorizer:
@@ -173,16 +172,23 @@ def build_principal_verifier(
 
 
 def build_reconciler(
-    settings: Settings, options: ReconcileOptions | None = None, clients: Clients | None = None
+    settings: Settings,
+    options: ReconcileOptions | None = None,
+    clients: Clients | None = None,
+    *,
+    member: SweepParts | None = None,
 ) -> Reconciler:
     """Wire the sweep's adapters; clients are only created when first used. The policy, the
     cache lookups and the grants come from the same builders as the event path's.
+
+    With `member`, the sweep of one member account: its groups listed through its read role,
+    its own resume token, the policy and the granter shared with the other accounts' sweeps.
     """
     from cache_ingress.granted_state import (  # noqa: PLC0415
         read_cache_security_group,
         read_ingress_rules,
     )
-    from cache_ingress.reconcile.cursor import CursorStore  # noqa: PLC0415
+    from cache_ingress.reconcile.cursor import CURSOR_KEY, CursorStore  # noqa: PLC0415
     from cache_ingress.reconcile.listing import tagged_group_page  # noqa: PLC0415
     from cache_ingress.reconcile.sweep import Reconciler  # noqa: PLC0415
 
@@ -204,21 +210,110 @@ def build_reconciler(
     def read_rules(group_ids: Sequence[str]) -> dict[str, tuple[IngressRule, ...]]:
         return read_ingress_rules(clients.get("ec2"), group_ids)
 
-    def cursors() -> CursorStore:
-        return CursorStore(clients.get("dynamodb"), settings.idempotency_table)
+    cursor_key = (member.cursor_key if member is not None else None) or CURSOR_KEY
 
+    def cursors() -> CursorStore:
+        return CursorStore(clients.get("dynamodb"), settings.idempotency_table, key=cursor_key)
+
+    members = settings.members
     return Reconciler(
         settings,
         options,
-        policies=build_policy_source(settings, clients),
-        list_groups=list_groups,
+        policies=member.policies if member is not None else build_policy_source(settings, clients),
+        list_groups=(member.list_groups if member is not None else None) or list_groups,
         read_granted=read_granted,
         read_rules=read_rules,
         resolve_destinations=build_destination_resolver(
             settings, clients, build_group_describer(settings, clients)
         ),
-        granter=cache(partial(build_granter, settings, clients)),
+        granter=member.granter
+        if member is not None
+        else cache(partial(build_granter, settings, clients)),
         cursors=cursors,
+        account=member.account if member is not None else None,
+        members=members.admits if members is not None else None,
+        peerings=build_peering_reader(clients),
+    )
+
+
+class SweepParts(NamedTuple):
+    """What one account's sweep has of its own (a member account, its listing through the
+    read role, its resume token; None: the function's own) and shares with the other
+    accounts' sweeps of the run (the policy, the granter)."""
+
+    account: str | None
+    list_groups: Callable[[str | None], GroupPage] | None
+    cursor_key: str | None
+    policies: PolicySource
+    granter: Callable[[], Granter]
+
+
+def build_accounts_sweep(
+    settings: Settings, options: ReconcileOptions | None = None, clients: Clients | None = None
+) -> AccountsSweep:
+    """The sweep of a stack that serves member accounts: its own account, then each
+    member's through its read role (reconcile/accounts.py)."""
+    from cache_ingress.reconcile.accounts import (  # noqa: PLC0415
+        ROTATION_KEY,
+        AccountsSweep,
+        member_cursor_key,
+    )
+    from cache_ingress.reconcile.cursor import CursorStore  # noqa: PLC0415
+    from cache_ingress.reconcile.listing import tagged_group_page  # noqa: PLC0415
+
+    clients = clients or Clients(settings.region)
+    options = options or ReconcileOptions()
+    member_accounts = build_member_accounts(settings, clients)
+    if member_accounts is None or settings.members is None:
+        raise ValueError("a sweep across accounts needs member settings (MEMBER_ROLE_NAME)")
+    accounts = member_accounts
+    members = settings.members
+    policies = build_policy_source(settings, clients)
+    granter = cache(partial(build_granter, settings, clients))
+
+    def member(account: str) -> Reconciler:
+        def list_groups(token: str | None) -> GroupPage:
+            ec2 = accounts.client(account, "ec2")
+            read_as = accounts.credentials(account).account
+            page = tagged_group_page(
+                ec2, settings.tag_key, settings.region, page_size=options.page_size, token=token
+            )
+            groups = tuple(replace(group, read_account=read_as) for group in page.groups)
+            return replace(page, groups=groups)
+
+        parts = SweepParts(account, list_groups, member_cursor_key(account), policies, granter)
+        return build_reconciler(settings, options, clients, member=parts)
+
+    def member_list() -> tuple[list[str], str | None]:
+        listed = list(members.accounts)
+        if members.organization is None:
+            return listed, None
+        from cache_ingress.organization_accounts import active_accounts  # noqa: PLC0415
+
+        try:
+            return sorted({*listed, *active_accounts(clients.get("organizations"))}), None
+        except AwsCallError as exc:
+            problem = (
+                f"the organization's accounts could not be listed ({exc}); only "
+                "MEMBER_ACCOUNTS were swept (ListAccounts answers only in the management "
+                "account or a delegated administrator)"
+            )
+            logger.warning("member accounts not listed", extra={"error": str(exc)})
+            return listed, problem
+
+    own = build_reconciler(
+        settings, options, clients, member=SweepParts(None, None, None, policies, granter)
+    )
+    return AccountsSweep(
+        settings,
+        options,
+        own=own,
+        member=member,
+        accounts=member_list,
+        assume_role_calls=lambda: accounts.assumed,
+        rotation=lambda: CursorStore(
+            clients.get("dynamodb"), settings.idempotency_table, key=ROTATION_KEY
+        ),
     )
 
 
@@ -250,43 +345,7 @@ def with_named_destinations(
     }
     if peerings is None:
         return looked_up
-    return _with_peerings(looked_up, policy, peerings)
-
-
-def _with_peerings(
-    groups: dict[str, SecurityGroupFacts], policy: Policy, read: ReadPeerings
-) -> dict[str, SecurityGroupFacts]:
-    peered = {t.vpc for t in policy.targets.values() if t.vpc is not None and t.allow.peered_vpcs}
-    needs: dict[str, set[str]] = {}
-    for group_id, group in groups.items():
-        for destination, facts in group.destinations.items():
-            if (
-                destination in peered
-                and isinstance(facts, VpcCacheFacts)
-                and facts.vpc_id is not None
-                and group.vpc_id is not None
-                and facts.vpc_id != group.vpc_id
-            ):
-                needs.setdefault(group_id, set()).add(facts.vpc_id)
-    if not needs:
-        return groups
-    try:
-        joined = read(sorted({vpc for vpcs in needs.values() for vpc in vpcs}))
-    except AwsCallError:
-        # Unread peerings never grant: such pairs are denied same-vpc, and the log says why
-        # (the sweep repairs them once the call answers again).
-        logger.warning("peering connections unreadable", extra={"groups": sorted(needs)})
-        return groups
-    for group_id, cache_vpcs in needs.items():
-        group = groups[group_id]
-        found = {
-            vpc: joined[(str(group.vpc_id), vpc)]
-            for vpc in cache_vpcs
-            if (str(group.vpc_id), vpc) in joined
-        }
-        if found:
-            groups[group_id] = replace(group, peerings=found)
-    return groups
+    return with_peerings(looked_up, policy, peerings)
 
 
 def build_group_describer(settings: Settings, clients: Clients) -> DescribeGroups:
@@ -386,6 +445,11 @@ def current_authorizer() -> Authorizer:
 
 
 @cache
-def current_reconciler() -> Reconciler:
-    """The reconciler of this execution environment, built once from its environment."""
-    return build_reconciler(current_settings(), ReconcileOptions.from_environ(os.environ))
+def current_reconciler() -> Reconciler | AccountsSweep:
+    """The reconciler of this execution environment, built once from its environment: the
+    sweep across accounts in a stack that serves member accounts."""
+    settings = current_settings()
+    options = ReconcileOptions.from_environ(os.environ)
+    if settings.members is not None:
+        return build_accounts_sweep(settings, options)
+    return build_reconciler(settings, options)

@@ -56,6 +56,8 @@ class Report:
     pages: int = 0
     groups_seen: int = 0
     pairs: list[PairResult] = field(default_factory=list)
+    # The member account swept (docs/multi-account.md); None: the function's own.
+    account: str | None = None
 
     def counts(self) -> dict[str, int]:
         counted = Counter(str(pair.status) for pair in self.pairs)
@@ -89,4 +91,5 @@ class Report:
             "grantedBeyondPolicy": self.granted_beyond_policy,
             "findings": [pair.as_fields() for pair in findings[:findings_limit]],
             "findingsOmitted": max(0, len(findings) - findings_limit),
+            **({"account": self.account} if self.account is not None else {}),
         }

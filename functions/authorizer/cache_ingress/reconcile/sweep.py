@@ -33,6 +33,7 @@ from cache_ingress.reconcile.cursor import Cursor, CursorStore
 from cache_ingress.reconcile.listing import GroupPage
 from cache_ingress.reconcile.report import PairResult, PairStatus, Report
 from cache_ingress.reconcile.verdicts import judge, settled
+from cache_ingress.vpc_peering import ReadPeerings, with_peerings
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -130,7 +131,17 @@ class Reconciler:
         resolve_destinations: Resolve,
         granter: Callable[[], Granter],
         cursors: Callable[[], CursorStore] | None = None,
+        account: str | None = None,
+        members: Callable[[str], bool] | None = None,
+        peerings: ReadPeerings | None = None,
     ) -> None:
+        """`account`: the member account this sweep covers, its groups listed through its
+        read role (docs/multi-account.md); None, the function's own. `members` says which
+        accounts are members (the decision's `event-account`); `peerings` reads the
+        peering connections of the caches' VPCs, for targets that admit peered VPCs."""
+        self._account = account
+        self._members = members
+        self._peerings = peerings
         self._settings = settings
         self._options = options
         self._policies = policies
@@ -146,9 +157,14 @@ class Reconciler:
         """What a resume token belongs to; a token saved for another listing is discarded."""
         settings = self._settings
         return (
-            f"{settings.account_id}/{settings.region}/tag-key={settings.tag_key}"
+            f"{self.account}/{settings.region}/tag-key={settings.tag_key}"
             f"/page-size={self._options.page_size}"
         )
+
+    @property
+    def account(self) -> str:
+        """The account whose groups this sweep lists."""
+        return self._account or self._settings.account_id
 
     def policy(self) -> Policy:
         """The policy a run would use now; raises PolicyError if it cannot be read or is
@@ -171,7 +187,7 @@ class Reconciler:
         try:
             self.sweep(report, context)
         finally:
-            _publish_metrics(report)
+            publish_metrics(report)
         return report.summary()
 
     def run(
@@ -236,7 +252,9 @@ class Reconciler:
 
     def new_report(self, dry_run: bool | None = None) -> Report:
         return Report(
-            run_id=new_run_id(), dry_run=self._settings.dry_run if dry_run is None else dry_run
+            run_id=new_run_id(),
+            dry_run=self._settings.dry_run if dry_run is None else dry_run,
+            account=self._account,
         )
 
     def sweep(
@@ -398,6 +416,7 @@ class Reconciler:
             run.policy,
             account_id=settings.account_id,
             region=settings.region,
+            members=self._members,
         )
         first = len(report.pairs)
         for decision in plan.decisions:
@@ -426,7 +445,7 @@ class Reconciler:
             event_id=run_id,
             source=SOURCE,
             detail_type=DETAIL_TYPE,
-            account=self._settings.account_id,
+            account=self.account,
             region=self._settings.region,
             group_ids=tuple(group.group_id for group in groups),
         )
@@ -441,6 +460,7 @@ class Reconciler:
             run.policy,
             account_id=self._settings.account_id,
             region=self._settings.region,
+            members=self._members,
         )
 
     def _with_destinations(
@@ -454,12 +474,16 @@ class Reconciler:
         missing = [d for ds in named.values() for d in ds if d not in run.destinations]
         if missing:
             run.destinations.update(self._resolve(list(dict.fromkeys(missing))))
-        return [
+        looked_up = [
             replace(group, destinations={d: run.destinations[d] for d in named[group.group_id]})
             if named[group.group_id]
             else group
             for group in groups
         ]
+        if self._peerings is None:
+            return looked_up
+        by_id = {group.group_id: group for group in looked_up}
+        return list(with_peerings(by_id, run.policy, self._peerings).values())
 
 
 @dataclass
@@ -523,6 +547,8 @@ def _log_summary(report: Report, error: str | None = None) -> None:
         "granted_beyond_policy": report.granted_beyond_policy,
         **{status.replace("-", "_"): count for status, count in report.counts().items()},
     }
+    if report.account is not None:
+        fields["account"] = report.account
     if error is not None:
         logger.error("reconcile interrupted", extra={**fields, "error": error})
     elif report.status == "stopped":
@@ -531,7 +557,7 @@ def _log_summary(report: Report, error: str | None = None) -> None:
         logger.info("reconcile finished", extra=fields)
 
 
-def _publish_metrics(report: Report) -> None:
+def publish_metrics(report: Report) -> None:
     counts = report.counts()
     for name, value in (
         ("GroupsReconciled", report.groups_seen),
