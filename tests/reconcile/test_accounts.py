@@ -244,3 +244,26 @@ def test_a_member_stopped_by_time_resumes_from_its_own_token_in_the_next_run(
         )["CacheSecurityGroups"][0]["EC2SecurityGroups"]
     }
     assert {f"batch-{index}" for index in range(8)} <= granted
+
+
+def test_the_organization_benchmark_runs_and_reports_per_account() -> None:
+    # docs/benchmarks.md, "Sweeping an organization": the command as written, smaller.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.organization_sweep", "--accounts", "2", "--groups",
+         "10", "--show", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+        check=False,
+    )  # fmt: skip
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    out = completed.stdout
+    assert "organization sweep: 2 member accounts x 10 tagged groups" in out
+    assert "first sweep:" in out and "completed 2" in out
+    assert "200000000001" in out and "AuthorizeCacheSecurityGroupIngress 8" in out

@@ -26,6 +26,7 @@ from cache_ingress.reconcile.sweep import Budget, ReconcileError, Reconciler, pu
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
+    from cache_ingress.granted_state import GrantedView
     from cache_ingress.policy import Policy
     from cache_ingress.settings import ReconcileOptions, Settings
 
@@ -140,7 +141,9 @@ class AccountsSweep:
         report = OrganizationReport(run_id=own.run_id, dry_run=own.dry_run)
         if on_start is not None:
             on_start(report.run_id)
-        report.add(self._sweep_one(self._own, own, context, resume))
+        # What is granted is the cache account's, read once for every account of the run.
+        granted = self._own.granted_view()
+        report.add(self._sweep_one(self._own, own, context, resume, granted))
         report.resumed = own.resumed
         members, report.accounts_problem = self._accounts()
         members = [a for a in dict.fromkeys(members) if a != self._settings.account_id]
@@ -158,9 +161,8 @@ class AccountsSweep:
             started += 1
             with budget.step():
                 reconciler = self._member(account)
-                report.add(
-                    self._sweep_one(reconciler, reconciler.new_report(dry_run), context, resume)
-                )
+                member_report = reconciler.new_report(dry_run)
+                report.add(self._sweep_one(reconciler, member_report, context, resume, granted))
         statuses = {sweep.status for sweep in report.accounts}
         report.status = "completed" if statuses == {"completed"} else _worst(statuses)
         if rotation is not None:
@@ -168,13 +170,18 @@ class AccountsSweep:
         return report
 
     def _sweep_one(
-        self, reconciler: Reconciler, report: Report, context: LambdaContext | None, resume: bool
+        self,
+        reconciler: Reconciler,
+        report: Report,
+        context: LambdaContext | None,
+        resume: bool,
+        granted: GrantedView,
     ) -> AccountSweep:
         account = reconciler.account
         before = self._assume_role_calls()
         began = time.monotonic()
         try:
-            reconciler.sweep(report, context, resume=resume)
+            reconciler.sweep(report, context, resume=resume, granted=granted)
         except (TransientFailureError, ReconcileError, AwsCallError) as exc:
             logger.error(
                 "account not reconciled",

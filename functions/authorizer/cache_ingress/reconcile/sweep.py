@@ -250,6 +250,10 @@ class Reconciler:
                 _set_status(previews, "completed")
                 return previews
 
+    def granted_view(self) -> GrantedView:
+        """What is granted, read when first needed (once per run)."""
+        return GrantedView(self._read_granted, self._read_rules)
+
     def new_report(self, dry_run: bool | None = None) -> Report:
         return Report(
             run_id=new_run_id(),
@@ -258,23 +262,36 @@ class Reconciler:
         )
 
     def sweep(
-        self, report: Report, context: LambdaContext | None = None, *, resume: bool = True
+        self,
+        report: Report,
+        context: LambdaContext | None = None,
+        *,
+        resume: bool = True,
+        granted: GrantedView | None = None,
     ) -> None:
-        """Fill `report`; its summary is logged however the sweep ends."""
+        """Fill `report`; its summary is logged however the sweep ends. `granted`: what is
+        granted, as read by this run already (the sweep across accounts reads it once for
+        all of them); by default read anew."""
         try:
-            self._sweep(report, context, resume)
+            self._sweep(report, context, resume, granted)
         except BaseException as exc:
             report.status = "interrupted"
             _log_summary(report, error=f"{type(exc).__name__}: {exc}")
             raise
         _log_summary(report)
 
-    def _sweep(self, report: Report, context: LambdaContext | None, resume: bool) -> None:
+    def _sweep(
+        self,
+        report: Report,
+        context: LambdaContext | None,
+        resume: bool,
+        granted: GrantedView | None,
+    ) -> None:
         policy = self._policies.current()
         place = self._start(report, resume)
         run = _Run(
             policy=policy,
-            granted=GrantedView(self._read_granted, self._read_rules),
+            granted=granted or self.granted_view(),
             granter=None if report.dry_run else self._granter(),
             budget=Budget(context, self._options.time_reserve_ms),
         )
