@@ -13,6 +13,8 @@ Reference (the README repeats it for reviewers)::
           required_tags: {env: prod}         # optional; value or list of accepted values
           # optional; who may tag: `*` and `?` never match `/` or `:`
           principals: ["arn:aws:sts::111122223333:assumed-role/platform/*"]
+        revoke: true                # optional; default false: revoke the function's own grant
+                                    # when its reason is gone (README, "Revocation")
       sessions:                     # a VPC cache: one of these three destinations instead
         replication_group: sessions-redis          # its VPC security group and port are
         # cache_cluster: legacy-memcached          # looked up through ElastiCache, or given:
@@ -28,6 +30,7 @@ character (a Cyrillic e in a key that reads `env`) can never make a rule that re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -86,6 +89,8 @@ class Target:
     region: str | None
     allow: Allow
     vpc: VpcDestination | None = None
+    # Revoke the function's own grant of this target when its reason is gone (opt-in).
+    revoke: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,13 +98,21 @@ class Policy:
     version: int
     tag_key: str
     targets: Mapping[str, Target]
+    # sha256 of the document as parsed (canonical JSON), so a YAML policy and its JSON build
+    # have the same digest; the ledger records it with every grant.
+    digest: str = ""
+
+    @property
+    def revokes(self) -> bool:
+        """Whether any target revokes: without one, nothing revocation needs is ever read."""
+        return any(target.revoke for target in self.targets.values())
 
 
 def parse_policy(text: str, *, source: str, expected_tag_key: str | None = None) -> Policy:
     """Parse YAML (or JSON) policy text. Raises PolicyError naming the source and field."""
     document = _load(text, source)
     try:
-        policy = _policy(document)
+        policy = _policy(document, _digest(document))
     except PolicyError as exc:
         raise PolicyError(f"policy {source}: {exc}") from None
     if expected_tag_key is not None and policy.tag_key != expected_tag_key:
@@ -132,7 +145,12 @@ def _unique_json_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return mapping
 
 
-def _policy(document: object) -> Policy:
+def _digest(document: object) -> str:
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _policy(document: object, digest: str) -> Policy:
     root = _object(
         document,
         "(top level)",
@@ -158,12 +176,14 @@ def _policy(document: object) -> Policy:
                 "starting with a letter or digit"
             )
         targets[name] = _target(name, raw)
-    return Policy(version=POLICY_VERSION, tag_key=tag_key, targets=targets)
+    return Policy(version=POLICY_VERSION, tag_key=tag_key, targets=targets, digest=digest)
 
 
 def _target(name: str, raw: object) -> Target:
     where = f"targets.{name}"
-    body = _object(raw, where, optional=frozenset({*_DESTINATION_FIELDS, "region", "allow"}))
+    body = _object(
+        raw, where, optional=frozenset({*_DESTINATION_FIELDS, "region", "allow", "revoke"})
+    )
     named = [key for key in _DESTINATION_FIELDS if key in body]
     if not named:
         raise PolicyError(
@@ -186,6 +206,9 @@ def _target(name: str, raw: object) -> Target:
     region = body.get("region")
     if region is not None and (not isinstance(region, str) or not _REGION.fullmatch(region)):
         raise PolicyError(f"{where}.region: must be an AWS region such as us-east-1")
+    revoke = body.get("revoke", False)
+    if not isinstance(revoke, bool):
+        raise PolicyError(f"{where}.revoke: must be true or false, got {revoke!r}")
     return Target(
         name=name,
         kind=kind,
@@ -193,6 +216,7 @@ def _target(name: str, raw: object) -> Target:
         region=region,
         allow=_allow(body.get("allow", {}), f"{where}.allow"),
         vpc=vpc,
+        revoke=revoke,
     )
 
 
