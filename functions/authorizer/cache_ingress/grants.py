@@ -21,6 +21,7 @@ points of a grant"):
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -54,12 +55,38 @@ KEY_PREFIX = "cache-ingress.grant"
 # Set on a result read back from its record (Powertools calls the response hook only then),
 # never stored: a call tells a grant made before from the one it just made.
 RECORDED = "recorded"
+# Set on a step's result when the AWS call was made but its ledger entry could not be
+# resolved: the grant is reported failed (and retried) until the entry is committed.
+UNCOMMITTED = "uncommitted"
+UNCOMMITTED_TRANSIENT = "uncommitted_transient"
+UNCOMMITTED_CODE = "uncommitted_code"
+IN_PROGRESS = "InProgress"
 
 
 Authorize = Callable[[Grant], "Outcome | Authorized"]
 # The VPC rule a grant would make, as it stands now (None: no such rule); classic grants
 # have no such lookup.
 FindRule = Callable[[Grant], FoundRule | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Prior:
+    """What this step's entry was before this attempt (from the ledger, or its record)."""
+
+    status: EntryStatus
+    ownership: Ownership | None = None
+    rule_id: str | None = None
+
+    @property
+    def owned(self) -> bool:
+        return self.status is EntryStatus.IN_FORCE
+
+    @classmethod
+    def of(cls, entry: Entry | None) -> Prior | None:
+        return None if entry is None else cls(entry.status, entry.ownership, entry.rule_id)
+
+
+Resolution = tuple[EntryStatus, Ownership | None, str | None, str]
 
 
 class Recorder:
@@ -79,40 +106,69 @@ class Recorder:
         self._now = now
 
     def authorize(self, grant: Grant, origin: GrantOrigin, call: Authorize) -> dict[str, str]:
-        previous = self._ledger.begin(grant, origin)
-        result = _authorized(call(grant))
-        if result.outcome is Outcome.AUTHORIZED:
-            self._ledger.commit(
-                grant,
-                EntryStatus.IN_FORCE,
-                ownership=Ownership.MADE,
-                rule_id=result.rule_id,
-                note="made by this event",
-            )
-            return {"outcome": str(Outcome.AUTHORIZED), "ownership": str(Ownership.MADE)}
-        status, ownership, rule_id, note = self._already_there(grant, previous)
-        self._ledger.commit(grant, status, ownership=ownership, rule_id=rule_id, note=note)
-        return {
-            "outcome": str(Outcome.ALREADY_AUTHORIZED),
-            "ownership": str(ownership or status),
-        }
+        """Inside the idempotent step: the entry, the call, the entry's resolution.
 
-    def _already_there(
-        self, grant: Grant, previous: Entry | None
-    ) -> tuple[EntryStatus, Ownership | None, str | None, str]:
+        The resolution is also the step's result, which Powertools stores in the idempotency
+        record. If the entry cannot be resolved now (`uncommitted`: the write failed, or
+        another execution's grant of the same rule has not finished), the retry reads the
+        step from the record and resolves the entry (`finish`) without asking AWS again,
+        which for a classic grant could no longer tell who made it.
+        """
+        prior = Prior.of(self._ledger.begin(grant, origin))
+        result = _authorized(call(grant))
+        record = {
+            "outcome": str(result.outcome),
+            "prior": str(prior.status) if prior is not None else "",
+            "prior_ownership": str(prior.ownership or "") if prior is not None else "",
+            "prior_rule_id": (prior.rule_id or "") if prior is not None else "",
+        }
+        if result.outcome is Outcome.AUTHORIZED:
+            record.update(_resolved((EntryStatus.IN_FORCE, Ownership.MADE, result.rule_id, "made")))
+        try:
+            self.finish(grant, record)
+        except AwsCallError as exc:
+            record[UNCOMMITTED] = str(exc)
+            record[UNCOMMITTED_CODE] = exc.code
+            record[UNCOMMITTED_TRANSIENT] = "true" if exc.transient else ""
+        return record
+
+    def finish(self, grant: Grant, record: dict[str, Any]) -> None:
+        """Resolve and commit the entry of a step (now, or from its idempotency record);
+        `record` gains the resolution. Raises AwsCallError."""
+        if not record.get("status"):
+            prior = (
+                Prior(
+                    EntryStatus(record["prior"]),
+                    Ownership(record["prior_ownership"]) if record.get("prior_ownership") else None,
+                    record.get("prior_rule_id") or None,
+                )
+                if record.get("prior")
+                else None
+            )
+            record.update(_resolved(self._already_there(grant, prior)))
+        ownership = record.get("ownership")
+        self._ledger.commit(
+            grant,
+            EntryStatus(record["status"]),
+            ownership=Ownership(ownership) if ownership else None,
+            rule_id=record.get("rule_id") or None,
+            note=str(record.get("note") or "-"),
+        )
+
+    def _already_there(self, grant: Grant, prior: Prior | None) -> Resolution:
         """Whose is the grant AWS says exists: the function's (for this or another owner),
-        not the function's, or not known."""
+        not the function's, or not known (yet: raises `InProgress`)."""
         present = self._present_rule(grant)
         present_id = present.rule_id if present is not None else None
-        if previous is not None and previous.owned and _same_rule(previous, present):
+        if prior is not None and prior.owned and _same_rule(prior.rule_id, present):
             return (
                 EntryStatus.IN_FORCE,
-                previous.ownership or Ownership.MADE,
-                present_id or previous.rule_id,
+                prior.ownership or Ownership.MADE,
+                present_id or prior.rule_id,
                 "still owned: this event's grant is in force",
             )
         others = [o for o in self._ledger.owners(rule_key(grant)) if o.key != entry_key(grant)]
-        owners = [o for o in others if o.owned and _same_rule(o, present)]
+        owners = [o for o in others if o.owned and _same_rule(o.rule_id, present)]
         if owners:
             return (
                 EntryStatus.IN_FORCE,
@@ -124,12 +180,11 @@ class Recorder:
         if running:
             # Its call may be the one that made the rule: known once it commits.
             raise AwsCallError(
-                f"another execution is granting the same rule now ({running[0].key}); "
-                "whose the rule is will be known when it finishes",
-                code="InProgress",
+                f"the same rule, for {running[0].key}; whose the rule is is known when it ends",
+                code=IN_PROGRESS,
                 transient=True,
             )
-        if previous is not None and previous.status in (EntryStatus.PENDING, EntryStatus.UNSURE):
+        if prior is not None and prior.status in (EntryStatus.PENDING, EntryStatus.UNSURE):
             return self._after_a_crash(grant, present)
         return (
             EntryStatus.NOT_OWNED,
@@ -171,12 +226,22 @@ class Recorder:
         return self._find_rule(grant)
 
 
-def _same_rule(entry: Entry, present: FoundRule | None) -> bool:
+def _same_rule(rule_id: str | None, present: FoundRule | None) -> bool:
     """A VPC owner owns the rule present only if it is the rule it recorded (EC2 gives a
     rule made again by someone else a new id); a classic pair has no identity to compare."""
-    if present is None or entry.rule_id is None:
+    if present is None or rule_id is None:
         return True
-    return entry.rule_id == present.rule_id
+    return rule_id == present.rule_id
+
+
+def _resolved(resolution: Resolution) -> dict[str, str]:
+    status, ownership, rule_id, note = resolution
+    return {
+        "status": str(status),
+        "ownership": str(ownership or ""),
+        "rule_id": rule_id or "",
+        "note": note,
+    }
 
 
 def _authorized(result: Outcome | Authorized) -> Authorized:
@@ -229,6 +294,39 @@ class Granter:
             key_prefix=KEY_PREFIX,
         )
 
+    def _finish(
+        self, grant: Grant, principal: str | None, result: dict[str, Any]
+    ) -> Decision | None:
+        """A step whose AWS call was made but whose entry was not committed: commit it now
+        from the record (a retry), or report the grant failed so that the event is retried."""
+        error = str(result[UNCOMMITTED])
+        code = str(result.get(UNCOMMITTED_CODE) or "")
+        transient = bool(result.get(UNCOMMITTED_TRANSIENT))
+        if result.get(RECORDED) and self._recorder is not None:
+            try:
+                self._recorder.finish(grant, result)
+            except AwsCallError as exc:
+                error, code, transient = str(exc), exc.code, exc.transient
+            else:
+                return None
+        if code == IN_PROGRESS:
+            # As when Powertools finds this very step in progress: retried a moment later.
+            return grant.decision(
+                Outcome.FAILED,
+                f"another execution is making this grant now ({error}); retrying later",
+                principal,
+                failure=FailureKind.TRANSIENT,
+                error_code=IN_PROGRESS,
+            )
+        return grant.decision(
+            Outcome.FAILED,
+            f"the grant was {result.get('outcome')}, and its ledger entry could not be resolved "
+            f"yet ({error}); it is, from this step's record, when the event is retried",
+            principal,
+            failure=FailureKind.TRANSIENT if transient else FailureKind.PERMANENT,
+            error_code="LedgerEntry",
+        )
+
     def register(self, context: LambdaContext) -> None:
         """Let in-progress records expire with this invocation, so a timeout never blocks."""
         self._config.register_lambda_context(context)
@@ -238,12 +336,36 @@ class Granter:
     ) -> Decision:
         """Make the grant once per (event, grant); with a ledger, `origin` is what its entry
         records besides the grant (path, policy digest, the target's revoke flag)."""
+        result = self._attempt(grant, principal, origin)
+        if isinstance(result, Decision):
+            return result
+        if result.get(UNCOMMITTED):
+            unresolved = self._finish(grant, principal, result)
+            if unresolved is not None:
+                return unresolved
+        if result.get(RECORDED):
+            # A duplicate delivery: this event's grant was made before and recorded.
+            reason = f"this event's grant was already made ({result.get('outcome')}, recorded)"
+            return grant.decision(Outcome.ALREADY_AUTHORIZED, reason, principal)
+        outcome = Outcome(result["outcome"])
+        if outcome is Outcome.AUTHORIZED:
+            reason = "ingress authorized"
+        elif grant.is_vpc:
+            reason = f"the cache's security group already allows this group on tcp/{grant.port}"
+        else:
+            reason = "the cache security group already allows this group"
+        return grant.decision(outcome, reason, principal)
+
+    def _attempt(
+        self, grant: Grant, principal: str | None, origin: GrantOrigin | None
+    ) -> dict[str, Any] | Decision:
+        """The idempotent step's result, or the failed decision when it could not run."""
         if self._recorder is not None and origin is None:
             origin = GrantOrigin(path="event", policy_digest="", revoke=False)
         if origin is not None and origin.principal != principal:
             origin = GrantOrigin(origin.path, origin.policy_digest, origin.revoke, principal)
         try:
-            result = self._authorize_once(
+            return self._authorize_once(
                 key=grant.idempotency_data(),
                 grant=grant,
                 authorize=self._authorize,
@@ -262,7 +384,7 @@ class Granter:
                 reason,
                 principal,
                 failure=FailureKind.TRANSIENT,
-                error_code="InProgress",
+                error_code=IN_PROGRESS,
             )
         except IdempotencyPersistenceLayerError as exc:
             reason = f"the idempotency record could not be written or read: {exc}"
@@ -273,15 +395,3 @@ class Granter:
                 failure=FailureKind.TRANSIENT,
                 error_code="IdempotencyStore",
             )
-        if result.get(RECORDED):
-            # A duplicate delivery: this event's grant was made before and recorded.
-            reason = f"this event's grant was already made ({result.get('outcome')}, recorded)"
-            return grant.decision(Outcome.ALREADY_AUTHORIZED, reason, principal)
-        outcome = Outcome(result["outcome"])
-        if outcome is Outcome.AUTHORIZED:
-            reason = "ingress authorized"
-        elif grant.is_vpc:
-            reason = f"the cache's security group already allows this group on tcp/{grant.port}"
-        else:
-            reason = "the cache security group already allows this group"
-        return grant.decision(outcome, reason, principal)
