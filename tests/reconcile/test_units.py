@@ -58,7 +58,8 @@ class FakeGranter:
     def register(self, context: Any) -> None:
         pass
 
-    def grant(self, grant: Grant, principal: str | None) -> Decision:
+    def grant(self, grant: Grant, principal: str | None, origin: object = None) -> Decision:
+        del origin  # what the ledger would record: this double keeps none
         self.granted.append(grant)
         return Decision(
             grant.group_id,

@@ -53,30 +53,7 @@ def build_authorizer(settings: Settings, clients: Clients | None = None) -> Auth
     """Wire the adapters; clients are only created when first used."""
     clients = clients or Clients(settings.region)
     policies = _policy_source(_RememberingPolicySource, settings, clients)
-    describe_security_groups = _group_describer(settings, clients)
-    resolve_destinations = _destination_resolver(settings, clients, describe_security_groups)
-
-    def describe(group_ids: Sequence[str]) -> dict[str, SecurityGroupFacts]:
-        """The tagged groups as they are now, each with the VPC caches its tag names.
-
-        The Authorizer reads the policy just before it calls this, so the lookups follow the
-        very policy the decision will use. Policies without VPC targets make no ElastiCache
-        call here.
-        """
-        groups = describe_security_groups(group_ids)
-        policy = policies.last or policies.current()
-        named = {
-            group_id: named_vpc_destinations(group, policy, settings.region)
-            for group_id, group in groups.items()
-        }
-        wanted = [destination for destinations in named.values() for destination in destinations]
-        if not wanted:
-            return groups
-        found = resolve_destinations(wanted)
-        return {
-            group_id: _with_destinations(group, {d: found[d] for d in named[group_id]})
-            for group_id, group in groups.items()
-        }
+    describe = _describer_with_destinations(settings, clients, policies)
 
     @cache
     def dead_letters() -> DeadLetterQueue:
@@ -95,6 +72,38 @@ def build_authorizer(settings: Settings, clients: Clients | None = None) -> Auth
         if ledger is not None
         else None,
     )
+
+
+def _describer_with_destinations(
+    settings: Settings, clients: Clients, policies: _RememberingPolicySource
+) -> DescribeGroups:
+    """Groups by id as they are now, each with the VPC caches its tag names (looked up)."""
+    describe_security_groups = _group_describer(settings, clients)
+    resolve_destinations = _destination_resolver(settings, clients, describe_security_groups)
+
+    def describe(group_ids: Sequence[str]) -> dict[str, SecurityGroupFacts]:
+        """The tagged groups as they are now, each with the VPC caches its tag names.
+
+        The caller reads the policy just before it calls this, so the lookups follow the
+        very policy the decision will use. Policies without VPC targets make no ElastiCache
+        call here.
+        """
+        groups = describe_security_groups(group_ids)
+        policy = policies.last or policies.current()
+        named = {
+            group_id: named_vpc_destinations(group, policy, settings.region)
+            for group_id, group in groups.items()
+        }
+        wanted = [destination for destinations in named.values() for destination in destinations]
+        if not wanted:
+            return groups
+        found = resolve_destinations(wanted)
+        return {
+            group_id: _with_destinations(group, {d: found[d] for d in named[group_id]})
+            for group_id, group in groups.items()
+        }
+
+    return describe
 
 
 def _ledger(settings: Settings, clients: Clients) -> Callable[[], Ledger] | None:
@@ -190,10 +199,13 @@ def build_reconciler(
     )
     from cache_ingress.reconcile.cursor import CursorStore  # noqa: PLC0415
     from cache_ingress.reconcile.listing import tagged_group_page  # noqa: PLC0415
+    from cache_ingress.reconcile.revoking import LEDGER_CURSOR_KEY  # noqa: PLC0415
     from cache_ingress.reconcile.sweep import Reconciler  # noqa: PLC0415
 
     clients = clients or Clients(settings.region)
     options = options or ReconcileOptions()
+    policies = _policy_source(_RememberingPolicySource, settings, clients)
+    ledger = _ledger(settings, clients)
 
     def list_groups(token: str | None) -> GroupPage:
         return tagged_group_page(
@@ -213,10 +225,16 @@ def build_reconciler(
     def cursors() -> CursorStore:
         return CursorStore(clients.get("dynamodb"), settings.idempotency_table)
 
+    def ledger_cursors() -> CursorStore:
+        return CursorStore(
+            clients.get("dynamodb"), settings.idempotency_table, key=LEDGER_CURSOR_KEY
+        )
+
+    describe = _describer_with_destinations(settings, clients, policies)
     return Reconciler(
         settings,
         options,
-        policies=build_policy_source(settings, clients),
+        policies=policies,
         list_groups=list_groups,
         read_granted=read_granted,
         read_rules=read_rules,
@@ -225,6 +243,11 @@ def build_reconciler(
         ),
         granter=cache(partial(build_granter, settings, clients)),
         cursors=cursors,
+        ledger=ledger,
+        revoker=cache(partial(build_revoker, settings, clients, describe))
+        if ledger is not None
+        else None,
+        ledger_cursors=ledger_cursors,
     )
 
 

@@ -16,19 +16,23 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from cache_ingress.decisions import decide, named_vpc_destinations
+from cache_ingress.decisions import Plan, decide, named_vpc_destinations
 from cache_ingress.errors import AwsCallError, CacheIngressError, TransientFailureError
 from cache_ingress.granted_state import GrantedView, ReadClassic, ReadRules
+from cache_ingress.holds import apply_holds
 from cache_ingress.models import (
+    Decision,
     DestinationFacts,
     FailureKind,
     Grant,
     Outcome,
     SecurityGroupFacts,
     TagRequest,
+    VpcCacheFacts,
     VpcDestination,
 )
 from cache_ingress.observability import logger, metrics
+from cache_ingress.ownership import GrantOrigin
 from cache_ingress.reconcile.cursor import Cursor, CursorStore
 from cache_ingress.reconcile.listing import GroupPage
 from cache_ingress.reconcile.report import PairResult, PairStatus, Report
@@ -38,8 +42,10 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
     from cache_ingress.grants import Granter
+    from cache_ingress.ledger import Ledger
     from cache_ingress.policy import Policy
     from cache_ingress.policy_source import PolicySource
+    from cache_ingress.revocations import Revoker
     from cache_ingress.settings import ReconcileOptions, Settings
 
 SOURCE = "cache-ingress.reconcile"
@@ -124,6 +130,9 @@ class Reconciler:
         resolve_destinations: Resolve,
         granter: Callable[[], Granter],
         cursors: Callable[[], CursorStore] | None = None,
+        ledger: Callable[[], Ledger] | None = None,
+        revoker: Callable[[], Revoker] | None = None,
+        ledger_cursors: Callable[[], CursorStore] | None = None,
     ) -> None:
         self._settings = settings
         self._options = options
@@ -134,6 +143,11 @@ class Reconciler:
         self._resolve = resolve_destinations
         self._granter = granter
         self._cursors = cursors
+        # With a ledger: holds are read before repairs, repairs are written as entries, and
+        # a policy with a revoking target starts each run with the revocation phase.
+        self._ledger = ledger
+        self._revoker = revoker
+        self._ledger_cursors = ledger_cursors
 
     @property
     def listing(self) -> str:
@@ -199,12 +213,16 @@ class Reconciler:
 
     def _sweep(self, report: Report, context: LambdaContext | None, resume: bool) -> None:
         policy = self._policies.current()
+        budget = Budget(context, self._options.time_reserve_ms)
+        if not self._revocation_phase(report, policy, budget, context, resume):
+            return
         place = self._start(report, resume)
         run = _Run(
             policy=policy,
             granted=GrantedView(self._read_granted, self._read_rules),
             granter=None if report.dry_run else self._granter(),
-            budget=Budget(context, self._options.time_reserve_ms),
+            budget=budget,
+            ledger=self._ledger() if self._ledger is not None else None,
         )
         if run.granter is not None and context is not None:
             run.granter.register(context)
@@ -240,6 +258,36 @@ class Reconciler:
                 report.status = "completed"
                 self._keep_place(report, place, None)
                 return
+
+    def _revocation_phase(
+        self,
+        report: Report,
+        policy: Policy,
+        budget: Budget,
+        context: LambdaContext | None,
+        resume: bool,
+    ) -> bool:
+        """The open ledger entries first (a policy with a revoking target only); False if
+        the run ran out of time in them."""
+        if self._revoker is None or not policy.revokes:
+            return True
+        from cache_ingress.reconcile.revoking import RevocationPhase  # noqa: PLC0415
+
+        revoker = self._revoker()
+        if context is not None:
+            revoker.register(context)
+        phase = RevocationPhase(
+            revoker,
+            enforce=self._options.enforce,
+            cursors=self._ledger_cursors() if resume and self._ledger_cursors else None,
+            listing=f"ledger/{revoker.ledger.table}",
+            resume_max_age_seconds=self._options.resume_max_age_seconds,
+            page_size=self._options.page_size,
+        )
+        try:
+            return phase.run(report, policy, budget)
+        except AwsCallError as exc:
+            raise ReconcileError(f"reading the ledger failed: {exc}") from exc
 
     def _next_page(
         self, report: Report, place: _Place, token: str | None, budget: Budget
@@ -353,8 +401,11 @@ class Reconciler:
             region=settings.region,
         )
         first = len(report.pairs)
-        for decision in plan.decisions:
-            report.pairs.append(judge(report.run_id, decision, run.granted))
+        plan = self._held(plan, run)
+        by_id = {group.group_id: group for group in groups}
+        for denial in plan.decisions:
+            with_facts = _with_cache_facts(denial, by_id, run.policy)
+            report.pairs.append(judge(report.run_id, with_facts, run.granted))
         for grant in plan.grants:
             known = settled(report.run_id, grant, run.granted)
             if known is not None:
@@ -367,11 +418,20 @@ class Reconciler:
                 return _PageEnd.OUT_OF_TIME
             else:
                 _log_drift(report.run_id, grant, "repair")
-                report.pairs.append(_repair(report.run_id, grant, run.granter, run.granted))
+                origin = _origin(run.policy, grant)
+                report.pairs.append(_repair(report.run_id, grant, run.granter, run.granted, origin))
         page_pairs = report.pairs[first:]
         if any(pair.decision.failure is FailureKind.TRANSIENT for pair in page_pairs):
             return _PageEnd.TRANSIENT
         return _PageEnd.DONE
+
+    def _held(self, plan: Plan, run: _Run) -> Plan:
+        """The plan with the pairs an operator holds denied (rule `hold`): read for every
+        pair the policy allows on the page, granted or not, in one BatchGetItem a hundred."""
+        if run.ledger is None or not plan.grants:
+            return plan
+        pairs = sorted({(grant.group_id, grant.target) for grant in plan.grants})
+        return apply_holds(plan, run.ledger.holds_for(pairs), None)
 
     def _with_destinations(
         self, groups: Sequence[SecurityGroupFacts], run: _Run
@@ -400,11 +460,45 @@ class _Run:
     granted: GrantedView
     granter: Granter | None
     budget: Budget
+    ledger: Ledger | None = None
     destinations: dict[VpcDestination, DestinationFacts] = field(default_factory=dict)
 
 
-def _repair(run_id: str, grant: Grant, granter: Granter, granted: GrantedView) -> PairResult:
-    decision = granter.grant(grant, None)
+def _origin(policy: Policy, grant: Grant) -> GrantOrigin:
+    target = policy.targets.get(grant.target)
+    return GrantOrigin("reconcile", policy.digest, target.revoke if target else False)
+
+
+def _with_cache_facts(
+    decision: Decision, groups: Mapping[str, SecurityGroupFacts], policy: Policy
+) -> Decision:
+    """A denial of a VPC cache target, with the cache's security group and port the run
+    looked up (the decision of a denial names only what the policy says), so that whether
+    the pair is granted anyway can be read. A pair denied only for its principal whose group
+    is not in the cache's VPC is denied by `same-vpc`: no event could grant it either.
+    """
+    target = policy.targets.get(decision.target or "")
+    group = groups.get(decision.group_id)
+    if decision.outcome is not Outcome.DENIED or target is None or target.vpc is None:
+        return decision
+    facts = group.destinations.get(target.vpc) if group is not None else None
+    if not isinstance(facts, VpcCacheFacts) or group is None:
+        return decision
+    decision = replace(decision, vpc_security_group=facts.group_id, port=facts.port)
+    if decision.rule in ("principals", "principal-binding") and group.vpc_id != facts.vpc_id:
+        return replace(
+            decision,
+            rule="same-vpc",
+            reason=f"the group is in {group.vpc_id or 'no VPC'} and the cache's security "
+            f"group {facts.group_id} in {facts.vpc_id or 'no VPC'}: no event can grant it",
+        )
+    return decision
+
+
+def _repair(
+    run_id: str, grant: Grant, granter: Granter, granted: GrantedView, origin: GrantOrigin
+) -> PairResult:
+    decision = granter.grant(grant, None, origin)
     fields = {"run_id": run_id, **decision.as_log_fields()}
     if decision.outcome is Outcome.AUTHORIZED:
         granted.record(grant)
@@ -449,11 +543,18 @@ def _log_summary(report: Report, error: str | None = None) -> None:
 
 def _publish_metrics(report: Report) -> None:
     counts = report.counts()
-    for name, value in (
+    figures = [
         ("GroupsReconciled", report.groups_seen),
         ("Drift", report.drift_found),
         ("Repaired", counts[PairStatus.REPAIRED]),
         ("NeedsEvent", counts[PairStatus.NEEDS_EVENT]),
         ("ReconcileFailed", counts[PairStatus.FAILED]),
-    ):
+    ]
+    if report.revocation_checked:
+        figures += [
+            ("Revoked", counts[PairStatus.REVOKED]),
+            ("WouldRevoke", counts[PairStatus.WOULD_REVOKE]),
+            ("NotOwned", counts[PairStatus.NOT_OWNED]),
+        ]
+    for name, value in figures:
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
