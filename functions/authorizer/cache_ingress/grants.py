@@ -20,6 +20,7 @@ points of a grant"):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,6 +62,9 @@ UNCOMMITTED = "uncommitted"
 UNCOMMITTED_TRANSIENT = "uncommitted_transient"
 UNCOMMITTED_CODE = "uncommitted_code"
 IN_PROGRESS = "InProgress"
+# How long a grant that finds its rule there already waits for another execution's grant of
+# the same rule to commit (seconds, between reads): 1.55 s in all, well inside the 60 s.
+RUNNING_WAITS = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 
 Authorize = Callable[[Grant], "Outcome | Authorized"]
@@ -99,11 +103,15 @@ class Recorder:
         find_rule: FindRule | None = None,
         description: Callable[[Grant], str] | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        sleep: Callable[[float], None] = time.sleep,
+        waits: tuple[float, ...] = RUNNING_WAITS,
     ) -> None:
         self._ledger = ledger
         self._find_rule = find_rule
         self._description = description
         self._now = now
+        self._sleep = sleep
+        self._waits = waits
 
     def authorize(self, grant: Grant, origin: GrantOrigin, call: Authorize) -> dict[str, str]:
         """Inside the idempotent step: the entry, the call, the entry's resolution.
@@ -167,7 +175,7 @@ class Recorder:
                 present_id or prior.rule_id,
                 "still owned: this event's grant is in force",
             )
-        others = [o for o in self._ledger.owners(rule_key(grant)) if o.key != entry_key(grant)]
+        others = self._others(grant, present)
         owners = [o for o in others if o.owned and _same_rule(o.rule_id, present)]
         if owners:
             return (
@@ -176,14 +184,6 @@ class Recorder:
                 present_id or owners[0].rule_id,
                 f"joined: the function owns the rule already ({owners[0].key})",
             )
-        running = [o for o in others if o.running(self._now())]
-        if running:
-            # Its call may be the one that made the rule: known once it commits.
-            raise AwsCallError(
-                f"the same rule, for {running[0].key}; whose the rule is is known when it ends",
-                code=IN_PROGRESS,
-                transient=True,
-            )
         if prior is not None and prior.status in (EntryStatus.PENDING, EntryStatus.UNSURE):
             return self._after_a_crash(grant, present)
         return (
@@ -191,6 +191,34 @@ class Recorder:
             None,
             present_id,
             "there already when this event came: made by hand or by something else",
+        )
+
+    def _others(self, grant: Grant, present: FoundRule | None) -> list[Entry]:
+        """The rule's other entries, once one owns it or none is running. Another execution's
+        grant of the same rule (its call may be the one that made it) commits within moments,
+        so it is waited for briefly; still running after that, the step is retried
+        (`InProgress`)."""
+        running: Entry | None = None
+        marked = False
+        for pause in (*self._waits, None):
+            others = [o for o in self._ledger.owners(rule_key(grant)) if o.key != entry_key(grant)]
+            if any(o.owned and _same_rule(o.rule_id, present) for o in others):
+                return others
+            running = next((o for o in others if o.running(self._now())), None)
+            if running is None:
+                return others
+            if not marked:
+                # Said before waiting, so two steps that both found the grant there never
+                # wait for each other.
+                self._ledger.found_there(grant)
+                marked = True
+            if pause is not None:
+                self._sleep(pause)
+        key = running.key if running is not None else "another entry"
+        raise AwsCallError(
+            f"the same rule, for {key}; whose the rule is is known when it ends",
+            code=IN_PROGRESS,
+            transient=True,
         )
 
     def _after_a_crash(

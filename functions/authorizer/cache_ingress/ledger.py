@@ -105,6 +105,7 @@ class Ledger:
         update.set("kind", _s("grant"))
         update.set("status", _s(EntryStatus.PENDING))
         update.set("live_group", _s(grant.group_id))
+        update.remove("found_there")
         update.set("path", _s(origin.path))
         update.set("policy_digest", _s(origin.policy_digest or "-"))
         update.set("revoke", {"BOOL": origin.revoke})
@@ -147,6 +148,21 @@ class Ledger:
         if rule_id is not None:
             update.set("rule_id", _s(rule_id))
         update.note(status, note)
+        self._call(
+            "dynamodb:UpdateItem",
+            self._dynamodb.update_item,
+            TableName=self.table,
+            Key=_entry_item_key(grant),
+            **update.request(),
+        )
+
+    def found_there(self, grant: Grant) -> None:
+        """Note on a pending entry that its call found the grant there already."""
+        now = self._clock()
+        update = _Update(now, grant.event_id)
+        update.set("found_there", {"BOOL": True})
+        update.set("updated_at", _s(now))
+        update.note(EntryStatus.PENDING, "the grant was there already; whose, still to learn")
         self._call(
             "dynamodb:UpdateItem",
             self._dynamodb.update_item,
@@ -547,6 +563,7 @@ def entry_from_item(item: Mapping[str, Any]) -> Entry:
         closed_at=_text(item, "closed_at"),
         closed_by=_text(item, "closed_by"),
         closed_reason=_text(item, "closed_reason"),
+        found_there=bool(item.get("found_there", {}).get("BOOL", False)),
     )
 
 

@@ -109,6 +109,9 @@ class Entry:
     closed_at: str | None = None
     closed_by: str | None = None
     closed_reason: str | None = None
+    # Set on a pending entry whose AWS call found the grant there already: it did not make
+    # it, so nobody waits for it to learn who did.
+    found_there: bool = False
 
     @property
     def key(self) -> str:
@@ -123,8 +126,9 @@ class Entry:
         return (self.grant.group_id, self.grant.target)
 
     def running(self, now: datetime | None = None) -> bool:
-        """Pending and young: another execution's grant may still be making it."""
-        if self.status is not EntryStatus.PENDING:
+        """Pending and young, its call not known to have found the grant there: another
+        execution's grant that may still be making the rule."""
+        if self.status is not EntryStatus.PENDING or self.found_there:
             return False
         stamp = self.updated_at or self.recorded_at
         try:

@@ -351,7 +351,7 @@ class Revoker:
         found_gone = result.get("result") == "gone"
         decisions = []
         for entry, reason in owners:
-            text = f"revoked: {reason.why}"
+            text = reason.why
             if found_gone:
                 text += " (the rule had been removed already, outside the function)"
             try:

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ class Connection:
         default=None, repr=False
     )
     _account_id: str | None = field(default=None, repr=False)
+    _caller_arn: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_arguments(cls, arguments: argparse.Namespace, *, pool_size: int = 10) -> Connection:
@@ -128,7 +130,13 @@ class Connection:
             except Exception as exc:
                 raise self.problem(exc) from exc
             self._account_id = str(identity["Account"])
+            self._caller_arn = str(identity.get("Arn") or "")
         return self._account_id
+
+    def caller_arn(self) -> str:
+        """Who the credentials are (the same sts:GetCallerIdentity): what a hold records."""
+        self.account_id()
+        return self._caller_arn or "unknown"
 
     def problem(self, exc: Exception, doing: str | None = None) -> CommandError:
         """A usage error that says what to do about a failed AWS call."""
@@ -214,10 +222,10 @@ def function_environment(
     arguments: argparse.Namespace, connection: Connection, environ: Mapping[str, str]
 ) -> dict[str, str]:
     """The function's variables as a command sees them: its options first, then the
-    environment, then the stack (--stack-name: output `IdempotencyTableName`, parameters
-    `PolicyParameterName` and `TagKey`), so that a stack whose policy lives in SSM is run with
-    that policy, not the one bundled here. The account, when none is given, is the
-    credentials' own.
+    environment, then the stack (--stack-name: outputs `IdempotencyTableName` and
+    `LedgerTableName`, parameters `PolicyParameterName` and `TagKey`), so that a stack whose
+    policy lives in SSM is run with that policy, not the one bundled here. The account, when
+    none is given, is the credentials' own.
     """
     stack_name = getattr(arguments, "stack_name", None)
     outputs = connection.stack_outputs(stack_name) if stack_name else {}
@@ -226,6 +234,7 @@ def function_environment(
     for option, name, from_stack in (
         ("account_id", "ACCOUNT_ID", None),
         ("idempotency_table", "IDEMPOTENCY_TABLE", outputs.get("IdempotencyTableName")),
+        ("ledger_table", "LEDGER_TABLE", outputs.get("LedgerTableName")),
         ("policy_file", "POLICY_FILE", None),
         ("policy_parameter", "POLICY_PARAMETER", parameters.get("PolicyParameterName")),
         ("tag_key", "TAG_KEY", parameters.get("TagKey")),
@@ -236,6 +245,30 @@ def function_environment(
     if not environment.get("ACCOUNT_ID", "").strip():
         environment["ACCOUNT_ID"] = connection.account_id()
     return environment
+
+
+def add_ledger_arguments(group: argparse.ArgumentParser | Any) -> None:
+    """--ledger-table and --no-ledger, for the commands that run the function's grants."""
+    group.add_argument("--ledger-table", help="the stack's grant ledger (LEDGER_TABLE)")
+    group.add_argument(
+        "--no-ledger",
+        action="store_true",
+        help="run without the grant ledger: only for a stack deployed before it had one "
+        "(grants then have no entry, and no hold is read)",
+    )
+
+
+def require_ledger(environment: dict[str, str], arguments: argparse.Namespace) -> None:
+    """The grant ledger must be known to a command that grants: every grant has its entry,
+    and a hold is never passed over. `--no-ledger` says the stack has none."""
+    if getattr(arguments, "no_ledger", False):
+        environment.pop("LEDGER_TABLE", None)
+        return
+    if not environment.get("LEDGER_TABLE", "").strip():
+        raise UsageError(
+            "the grant ledger is unknown: pass --ledger-table or --stack-name (or set "
+            "LEDGER_TABLE); for a stack deployed before it had a ledger, pass --no-ledger"
+        )
 
 
 # --- the function's output ----------------------------------------------------------------
@@ -300,6 +333,56 @@ def shorten(text: str | None, limit: int) -> str:
         return "-"
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- progress -----------------------------------------------------------------------------
+
+
+class Progress:
+    """A one-line progress indicator on a terminal's stderr; silent anywhere else."""
+
+    _INTERVAL = 0.1
+    _WIDTH = 24
+
+    def __init__(
+        self, stream: IO[str] | None = None, total: int | None = None, *, unit: str = "msg"
+    ) -> None:
+        self._stream = stream if stream is not None else sys.stderr
+        self._unit = unit
+        self._enabled = bool(getattr(self._stream, "isatty", lambda: False)())
+        self._total = total
+        self._counts: dict[str, int] = {}
+        self._started = time.monotonic()
+        self._drawn = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    def advance(self, result: str, count: int = 1) -> None:
+        self._counts[result] = self._counts.get(result, 0) + count
+        now = time.monotonic()
+        if self._enabled and now - self._drawn >= self._INTERVAL:
+            self._drawn = now
+            self._draw(now)
+
+    def close(self) -> None:
+        if self._enabled and self._drawn:
+            self._stream.write("\r\x1b[2K")
+            self._stream.flush()
+
+    def _draw(self, now: float) -> None:
+        done = sum(self._counts.values())
+        rate = done / max(now - self._started, 1e-6)
+        if self._total:
+            filled = min(self._WIDTH, self._WIDTH * done // self._total)
+            bar = "#" * filled + "." * (self._WIDTH - filled)
+            position = f"[{bar}] {done}/~{self._total}"
+        else:
+            position = f"{done}"
+        counts = " ".join(f"{name} {count}" for name, count in sorted(self._counts.items()))
+        self._stream.write(f"\r\x1b[2K{position}  {counts}  {rate:.1f} {self._unit}/s")
+        self._stream.flush()
 
 
 # --- Ctrl-C -------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""What `peek` and `replay` share: queue options, selection, cells, progress.
+"""What `peek` and `replay` share: queue options, selection, cells.
 
-The connection, errors and tables come from the commands' base (`_base`). The leading
+The connection, errors, tables and progress come from the commands' base (`_base`). The leading
 underscore keeps this module out of the command table.
 """
 
@@ -9,13 +9,11 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
-import time
 from datetime import timedelta
-from typing import IO
 
 from cache_ingress_tools.commands._base import (
     Connection,
+    Progress,
     UsageError,
     add_aws_arguments,
     render_table,
@@ -25,8 +23,8 @@ from cache_ingress_tools.commands._base import (
 from cache_ingress_tools.dead_letters import DeadLetter, Origin, Unrecognised
 from cache_ingress_tools.replay import Selection
 
-# Connection, UsageError, render_table, shorten and write_json_line are the base's; they are
-# named here too for the callers that import them from this module.
+# Connection, Progress, UsageError, render_table, shorten and write_json_line are the base's;
+# they are named here too for the callers that import them from this module.
 __all__ = [
     "QUEUE_URL_ENV",
     "Connection",
@@ -191,47 +189,3 @@ def age_cell(age: timedelta | None) -> str:
     if minutes:
         return f"{minutes}m{seconds:02d}s"
     return f"{seconds}s"
-
-
-class Progress:
-    """A one-line progress indicator on a terminal's stderr; silent anywhere else."""
-
-    _INTERVAL = 0.1
-    _WIDTH = 24
-
-    def __init__(self, stream: IO[str] | None = None, total: int | None = None) -> None:
-        self._stream = stream if stream is not None else sys.stderr
-        self._enabled = bool(getattr(self._stream, "isatty", lambda: False)())
-        self._total = total
-        self._counts: dict[str, int] = {}
-        self._started = time.monotonic()
-        self._drawn = 0.0
-
-    @property
-    def enabled(self) -> bool:
-        return self._enabled
-
-    def advance(self, result: str) -> None:
-        self._counts[result] = self._counts.get(result, 0) + 1
-        now = time.monotonic()
-        if self._enabled and now - self._drawn >= self._INTERVAL:
-            self._drawn = now
-            self._draw(now)
-
-    def close(self) -> None:
-        if self._enabled and self._drawn:
-            self._stream.write("\r\x1b[2K")
-            self._stream.flush()
-
-    def _draw(self, now: float) -> None:
-        done = sum(self._counts.values())
-        rate = done / max(now - self._started, 1e-6)
-        if self._total:
-            filled = min(self._WIDTH, self._WIDTH * done // self._total)
-            bar = "#" * filled + "." * (self._WIDTH - filled)
-            position = f"[{bar}] {done}/~{self._total}"
-        else:
-            position = f"{done}"
-        counts = " ".join(f"{name} {count}" for name, count in sorted(self._counts.items()))
-        self._stream.write(f"\r\x1b[2K{position}  {counts}  {rate:.1f} msg/s")
-        self._stream.flush()

@@ -1,0 +1,290 @@
+"""`cache-ingress grants`, `hold` and `release`, run as an operator runs them, in process
+against moto and the emulation (the function's environment names the ledger).
+"""
+
+# The integration fixtures are imported by name, so test arguments "redefine" them.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cache_ingress.authorizer import Authorizer
+from cache_ingress.ledger import Ledger
+from cache_ingress_tools.cli import main
+from cache_ingress_tools.emulator.scenario import SeededWorld
+from tests.cli import stub_stack
+from tests.cli.test_plain_install import without_extra
+from tests.integration.conftest import (  # noqa: F401 - fixtures
+    aws,
+    clients,
+    function_environment,
+    make_authorizer,
+    world,
+)
+from tests.support.events import ACCOUNT, ORDERS_GROUP, tag_change
+from tests.support.lambda_context import FakeLambdaContext
+
+pytestmark = pytest.mark.cli
+
+ORDERS = "orders-cache-sg"
+POLICY = """
+version: 1
+targets:
+  orders:
+    cache_security_group: orders-cache-sg
+    revoke: true
+    allow: {required_tags: {env: prod}}
+"""
+
+
+@pytest.fixture
+def policy_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY, encoding="utf-8")
+    monkeypatch.setenv("POLICY_FILE", str(path))
+    return str(path)
+
+
+@pytest.fixture
+def handle(
+    make_authorizer: Callable[..., Authorizer], policy_file: str
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda event: make_authorizer(POLICY_FILE=policy_file).handle(event, FakeLambdaContext())
+
+
+@pytest.fixture
+def ledger(clients: dict[str, Any], world: SeededWorld) -> Ledger:
+    return Ledger(clients["dynamodb"], str(world.scenario.ledger_table))
+
+
+def run(capsys: pytest.CaptureFixture[str], *arguments: str) -> tuple[int, str, str]:
+    status = main(list(arguments))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def untag(clients: dict[str, Any]) -> None:
+    clients["ec2"].delete_tags(Resources=[ORDERS_GROUP], Tags=[{"Key": "cache-ingress"}])
+
+
+# --- hold and release ---------------------------------------------------------------------
+
+
+def test_a_hold_is_placed_with_who_and_why_and_released(
+    function_environment: dict[str, str],
+    ledger: Ledger,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status, out, err = run(
+        capsys, "hold", "--group", ORDERS_GROUP, "--target", "orders", "--reason", "incident 123"
+    )
+
+    assert (status, err) == (0, "")
+    assert out.startswith(f"held: {ORDERS_GROUP} for orders: 'incident 123' (by arn:aws:")
+    assert f"cache-ingress release --group {ORDERS_GROUP} --target orders" in out
+    [hold] = ledger.holds(ORDERS_GROUP)
+    assert (hold.reason, hold.held_by) == ("incident 123", f"arn:aws:sts::{ACCOUNT}:user/moto")
+
+    again, out, _ = run(
+        capsys, "hold", "--group", ORDERS_GROUP, "--target", "orders", "--reason", "incident 124"
+    )
+    assert again == 0
+    assert "replaces the hold 'incident 123'" in out
+
+    released, out, _ = run(
+        capsys, "release", "--group", ORDERS_GROUP, "--target", "orders", "--reason", "fixed"
+    )
+    assert released == 0
+    assert out.startswith(f"released: {ORDERS_GROUP} for orders")
+    assert ledger.holds(ORDERS_GROUP) == []
+
+
+def test_releasing_a_pair_no_hold_stands_on_exits_1(
+    function_environment: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = run(capsys, "release", "--group", ORDERS_GROUP, "--target", "orders")
+
+    assert (status, out) == (1, "")
+    assert err == f"cache-ingress release: no hold stands on {ORDERS_GROUP} for orders\n"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--group", "sg-nothex", "--target", "orders"], "is not a security group id"),
+        (["--group", ORDERS_GROUP, "--target", "or ders"], "is not a target name"),
+        (["--group", ORDERS_GROUP, "--target", "orders", "--reason", "  "], "must say why"),
+    ],
+)
+def test_a_bad_hold_is_a_usage_error(
+    function_environment: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    arguments: list[str],
+    message: str,
+) -> None:
+    if "--reason" not in arguments:
+        arguments = [*arguments, "--reason", "r"]
+
+    status = _exit_status(lambda: main(["hold", *arguments]))
+
+    assert status == 2
+    assert message in capsys.readouterr().err
+
+
+def test_without_a_ledger_table_the_commands_say_how_to_name_it(
+    function_environment: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("LEDGER_TABLE")
+
+    status, _, err = run(capsys, "grants")
+    assert status == 2
+    assert err == (
+        "cache-ingress grants: the ledger table is unknown: pass --ledger-table or --stack-name\n"
+    )
+    status, _, err = run(capsys, "grants", "--ledger-table", "no-such-table")
+    assert status == 2
+    assert "is it the stack's ledger table?" in err
+
+
+def test_the_stack_names_the_ledger(
+    function_environment: dict[str, str],
+    world: SeededWorld,
+    ledger: Ledger,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("LEDGER_TABLE")
+    stubbers = stub_stack(
+        monkeypatch,
+        "cache-ingress",
+        outputs={"LedgerTableName": str(world.scenario.ledger_table)},
+        parameters={},
+    )
+
+    status, _, err = run(
+        capsys, "hold", "--stack-name", "cache-ingress", "--group", ORDERS_GROUP,
+        "--target", "orders", "--reason", "by stack",
+    )  # fmt: skip
+
+    assert (status, err) == (0, "")
+    [stubber] = stubbers
+    stubber.assert_no_pending_responses()
+    assert [h.reason for h in ledger.holds(ORDERS_GROUP)] == ["by stack"]
+
+
+# --- grants -------------------------------------------------------------------------------
+
+
+def test_grants_lists_who_asked_when_and_what_became_of_it(
+    function_environment: dict[str, str],
+    handle: Callable[[dict[str, Any]], dict[str, Any]],
+    clients: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    handle(tag_change(event_id="tag-1"))
+    untag(clients)
+    handle(tag_change(event_id="untag-1", tags={}))
+    main(["hold", "--group", ORDERS_GROUP, "--target", "orders", "--reason", "incident 9"])
+    capsys.readouterr()
+
+    status, out, _ = run(capsys, "grants")
+
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "STATUS", "RECORDED", "GROUP", "ID", "GROUP", "NAME", "TARGET", "DESTINATION",
+        "PATH", "PRINCIPAL", "EVENT", "POLICY", "WHY",
+    ]  # fmt: skip
+    [row] = [line for line in lines[1:] if ORDERS_GROUP in line and "revoked" in line]
+    assert "orders-app" in row and ORDERS in row and "tag-1" in row and "sha256:" in row
+    assert "the group's cache-ingress tag no longer names orders" in row
+    assert "1 entr(y/ies): revoked 1" in out
+    assert "incident 9" in out
+    assert out.rstrip().endswith("1 hold(s) standing")
+
+
+def test_grants_as_json_lines_filtered_by_group_status_and_time(
+    function_environment: dict[str, str],
+    handle: Callable[[dict[str, Any]], dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    handle(tag_change(event_id="tag-1"))
+    handle(tag_change(event_id="tag-2"))
+
+    status, out, _ = run(
+        capsys, "grants", "--json", "--group", ORDERS_GROUP, "--status", "in-force", "--since", "1d"
+    )
+
+    assert status == 0
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(line["kind"], line["eventId"], line["ownership"]) for line in lines] == [
+        ("entry", "tag-1", "made"),
+        ("entry", "tag-2", "joined"),
+    ]
+    # A Tag Change names no principal: the path says what made it.
+    assert (lines[0]["path"], "principal" in lines[0]) == ("event", False)
+    _, later, _ = run(capsys, "grants", "--json", "--since", "2999-01-01")
+    assert later == ""
+    bad = _exit_status(lambda: main(["grants", "--since", "yesterday"]))
+    assert bad == 2
+    assert "is not a time" in capsys.readouterr().err
+
+
+def test_check_finds_an_owned_grant_removed_by_hand_and_what_the_sweep_would_do(
+    function_environment: dict[str, str],
+    policy_file: str,
+    handle: Callable[[dict[str, Any]], dict[str, Any]],
+    clients: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    handle(tag_change(event_id="tag-1"))
+    assert run(capsys, "grants", "--check", "--group", ORDERS_GROUP)[0] == 0
+
+    clients["elasticache"].revoke_cache_security_group_ingress(
+        CacheSecurityGroupName=ORDERS,
+        EC2SecurityGroupName="orders-app",
+        EC2SecurityGroupOwnerId=ACCOUNT,
+    )
+    status, out, _ = run(capsys, "grants", "--check", "--group", ORDERS_GROUP)
+
+    assert status == 3
+    checks = [line.split()[0] for line in out.splitlines() if line.startswith(("gone", "would-"))]
+    assert checks == ["gone", "would-repair"]
+    assert "check: 2 difference(s)" in out
+
+    clients["elasticache"].authorize_cache_security_group_ingress(
+        CacheSecurityGroupName=ORDERS,
+        EC2SecurityGroupName="orders-app",
+        EC2SecurityGroupOwnerId=ACCOUNT,
+    )
+    untag(clients)
+    status, out, _ = run(capsys, "grants", "--check", "--json", "--group", ORDERS_GROUP)
+    checks = [json.loads(line) for line in out.splitlines()]
+    assert status == 3
+    assert [c["check"] for c in checks if c["kind"] == "check"] == ["would-revoke"]
+
+
+def test_the_ledger_commands_run_without_the_emulator_extra() -> None:
+    for command in ("grants", "hold", "release"):
+        completed, loaded = without_extra(command, "--help")
+
+        assert completed.returncode == 0, completed.stderr
+        assert f"usage: cache-ingress {command}" in completed.stdout
+        assert not [m for m in loaded if m.startswith(("moto", "cfnlint"))]
+        assert not [m for m in loaded if m.startswith("cache_ingress_tools.emulator")]
+
+
+def _exit_status(call: Callable[[], int]) -> int:
+    """argparse exits (status 2) on a bad option; main returns its status otherwise."""
+    try:
+        return call()
+    except SystemExit as exc:
+        return int(exc.code or 0)
