@@ -332,7 +332,7 @@ def test_a_vpc_rule_made_again_by_hand_after_ours_went_is_left_alone(
 
     [revoked] = [d for d in summary["decisions"] if d.get("target") == "sessions"]
     assert revoked["outcome"] == "revoked"
-    assert "removed already" in revoked["reason"]
+    assert "gone already" in revoked["reason"]
     [theirs] = rules_from(clients, SESSIONS_APP)
     assert theirs["Description"] == "by hand"
 

@@ -353,7 +353,10 @@ class Revoker:
         for entry, reason in owners:
             text = reason.why
             if found_gone:
-                text += " (the rule had been removed already, outside the function)"
+                text += (
+                    " (the rule was gone already: removed outside the function, or by an "
+                    "earlier attempt of this revocation)"
+                )
             try:
                 closed = self._ledger.close(
                     entry, EntryStatus.REVOKED, reason=text, by=by, rule=reason.rule
