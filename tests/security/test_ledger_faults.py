@@ -359,6 +359,39 @@ def test_a_timeout_between_the_call_and_its_entry(
     )
 
 
+def test_an_idempotency_record_that_cannot_be_completed_keeps_the_entry_owned(
+    cell: Cell, table: Table
+) -> None:
+    # The grant and its entry are done; the record of the step is not.
+    event = tag_change(cell.group_id, event_id="record-not-completed", tags={})
+    fault = StepFault(
+        cell.shared.clients["dynamodb"], "UpdateItem", "throttling", at=1, table=cell.fresh.table
+    )
+    try:
+        first, _ = cell.deliver(event, remaining_millis=1)
+    finally:
+        fault.clear()
+    assert first == RAISED
+    time.sleep(0.01)
+
+    then, _ = cell.deliver(event)
+
+    assert then == COMPLETED
+    # The step ran again: its call found the grant there, and its own entry still owns it.
+    assert cell.entries() == {"orders": "in-force (made)", "sessions-admin": "in-force (made)"}
+    assert cell.calls[AUTHORIZE] == 2
+    table.rows.append(
+        Row(
+            "idempotency record: completed, orders",
+            "throttling",
+            first,
+            then,
+            _calls(cell),
+            _entries(cell),
+        )
+    )
+
+
 def test_a_timeout_before_the_call_reaches_aws(cell: Cell, table: Table) -> None:
     event = tag_change(cell.group_id, event_id="timeout-before", tags={})
     client = cell.shared.clients["elasticache"]

@@ -227,7 +227,7 @@ def reason_now(
         return Reason(
             False, f"the group's {policy.tag_key} tag no longer names {target} (now: {now})"
         )
-    return _not_allowed(decision)
+    return _not_allowed(decision, entry)
 
 
 def _gone_before_deciding(
@@ -244,7 +244,14 @@ def _gone_before_deciding(
     return None
 
 
-def _not_allowed(decision: Decision) -> Reason:
+def _not_allowed(decision: Decision, entry: Entry) -> Reason:
+    if decision.rule == "principals" and entry.principal is None:
+        return Reason(
+            False,
+            "the target requires a listed principal, and this grant was asked for by none "
+            "(a Tag Change event, or the sweep)",
+            decision.rule,
+        )
     if decision.outcome is Outcome.FAILED:
         return Reason(
             False,
