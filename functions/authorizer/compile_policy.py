@@ -9,31 +9,21 @@ the file keeps its name and `POLICY_FILE` keeps its meaning.
 
 The build fails, and writes nothing, when the policy does not validate (a policy that cannot
 grant anything should not be deployed) or when its JSON form does not parse to exactly the
-same policy as the YAML it was written from.
+same policy as the YAML it was written from. Every problem is listed, one a line, as
+`SOURCE:LINE: field: message`; `cache-ingress policy validate` prints the same list.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from cache_ingress.errors import PolicyError
-from cache_ingress.policy import parse_policy
-from cache_ingress.unique_yaml import load_yaml
+from cache_ingress.policy import policy_as_json
 
-
-def compile_policy(text: str, source: str) -> str:
-    """The policy's JSON text; raises PolicyError when it is invalid or does not round-trip."""
-    policy = parse_policy(text, source=source)
-    document = load_yaml(text)
-    try:
-        compiled = json.dumps(document, indent=1, allow_nan=False) + "\n"
-    except (TypeError, ValueError) as exc:
-        raise PolicyError(f"policy {source}: has no JSON form: {exc}") from None
-    if parse_policy(compiled, source=source) != policy:
-        raise PolicyError(f"policy {source}: its JSON form parses to a different policy")
-    return compiled
+# sam build runs this in a copy of functions/authorizer, on BUNDLED: name the file to edit.
+BUNDLED = "cache_ingress/policy.yaml"
+EDIT = f"functions/authorizer/{BUNDLED}"
 
 
 def main(argv: list[str]) -> int:
@@ -42,9 +32,17 @@ def main(argv: list[str]) -> int:
         return 2
     source, target = Path(argv[0]), Path(argv[1])
     try:
-        compiled = compile_policy(source.read_text(encoding="utf-8"), str(source))
-    except (OSError, UnicodeDecodeError, PolicyError) as exc:
-        sys.stderr.write(f"compile_policy: {exc}\n")
+        compiled = policy_as_json(source.read_text(encoding="utf-8"), source=str(source))
+    except (OSError, UnicodeDecodeError) as exc:
+        sys.stderr.write(f"compile_policy: policy {source}: cannot be read: {exc}\n")
+        return 1
+    except PolicyError as exc:
+        problems = exc.problems or ()
+        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        shown = EDIT if source == Path(BUNDLED) else str(source)
+        what = f"the bundled policy ({EDIT})" if shown == EDIT else f"policy {source}"
+        sys.stderr.write(f"compile_policy: {what} does not validate, {count}; nothing built:\n")
+        sys.stderr.writelines(f"{problem.listing(shown)}\n" for problem in problems)
         return 1
     target.write_text(compiled, encoding="utf-8")
     return 0

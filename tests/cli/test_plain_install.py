@@ -13,10 +13,12 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import boto3
 import pytest
 
+from cache_ingress.settings import BUNDLED_POLICY
 from cache_ingress_tools.emulator.server import DUMMY_CREDENTIALS, EmbeddedAws
 from tests.cli import on_failure_record
 from tests.support.events import ORDERS_GROUP, tag_change
@@ -75,19 +77,39 @@ def test_help_lists_every_command_and_loads_none() -> None:
     completed, loaded = without_extra("--help")
 
     assert completed.returncode == 0, completed.stderr
-    for command in ("demo", "emulator", "invoke", "peek", "reconcile", "replay"):
+    for command in (
+        "demo",
+        "emulator",
+        "explain",
+        "invoke",
+        "peek",
+        "plan",
+        "policy",
+        "reconcile",
+        "replay",
+    ):
         assert re.search(rf"^    {command}\b", completed.stdout, re.MULTILINE), command
     assert [m for m in loaded if m.startswith("cache_ingress_tools.commands.")] == []
     assert not [m for m in loaded if m.startswith("boto3")]
 
 
-@pytest.mark.parametrize("command", ["peek", "replay", "reconcile"])
+@pytest.mark.parametrize("command", ["peek", "replay", "reconcile", "policy", "explain", "plan"])
 def test_an_operators_command_shows_its_help_without_the_extra(command: str) -> None:
     completed, loaded = without_extra(command, "--help")
 
     assert completed.returncode == 0, completed.stderr
     assert f"usage: cache-ingress {command}" in completed.stdout
-    others = {"peek", "replay", "reconcile", "demo", "emulator", "invoke"} - {command}
+    others = {
+        "peek",
+        "replay",
+        "reconcile",
+        "policy",
+        "explain",
+        "plan",
+        "demo",
+        "emulator",
+        "invoke",
+    } - {command}
     assert not {f"cache_ingress_tools.commands.{other}" for other in others} & set(loaded)
 
 
@@ -105,7 +127,7 @@ def test_an_emulator_command_says_what_to_install(arguments: list[str]) -> None:
     assert "Traceback" not in completed.stderr
 
 
-def test_peek_replay_and_reconcile_run_without_the_extra(aws: EmbeddedAws) -> None:
+def test_the_operators_commands_run_without_the_extra(aws: EmbeddedAws, tmp_path: Path) -> None:
     aws.reset()
     queue_url = aws.world.dead_letter_queue_url
     boto3.client(
@@ -127,6 +149,14 @@ def test_peek_replay_and_reconcile_run_without_the_extra(aws: EmbeddedAws) -> No
         str(aws.scenario.ledger_table),
     )
     reconcile, _ = without_extra("reconcile", "--endpoint-url", aws.endpoint_url, "--dry-run")
+    explain, explain_loaded = without_extra(
+        "explain", "--endpoint-url", aws.endpoint_url, "--group", ORDERS_GROUP
+    )
+    same = tmp_path / "same-policy.yaml"
+    same.write_text(BUNDLED_POLICY.read_text(encoding="utf-8"), encoding="utf-8")
+    plan, plan_loaded = without_extra(
+        "plan", "--endpoint-url", aws.endpoint_url, "--policy-file", str(same)
+    )
 
     assert peek.returncode == 0, peek.stderr
     assert json.loads(peek.stdout.splitlines()[0])["eventId"] == "e-plain"
@@ -136,6 +166,24 @@ def test_peek_replay_and_reconcile_run_without_the_extra(aws: EmbeddedAws) -> No
     # The default scenario has pairs that fail (caches that do not exist): exit status 1.
     assert reconcile.returncode == 1, reconcile.stderr
     assert "completed (dry run: nothing changed)" in reconcile.stdout
+    assert explain.returncode == 0, explain.stderr
+    assert f"{ORDERS_GROUP} orders: allowed" in explain.stdout
+    assert not [m for m in explain_loaded if m.startswith(EXTRA_PACKAGES)]
+    assert plan.returncode == 0, plan.stderr
+    assert "no change: every tagged pair stands as it does" in plan.stdout
+    assert not [m for m in plan_loaded if m.startswith(EXTRA_PACKAGES)]
+
+
+def test_policy_validate_runs_without_the_extra_and_template_checks_say_what_to_install() -> None:
+    completed, loaded = without_extra("policy", "validate")
+    with_template, _ = without_extra("policy", "validate", "--template", "template.yaml")
+
+    assert completed.returncode == 0, completed.stderr
+    assert "policy.yaml: valid" in completed.stdout
+    assert not [m for m in loaded if m.startswith((*EXTRA_PACKAGES, "boto3"))]
+    assert with_template.returncode == 2
+    assert "pip install 'cache-ingress[emulator]'" in with_template.stderr
+    assert "Traceback" not in with_template.stderr
 
 
 def test_the_command_table_names_every_command_module() -> None:

@@ -163,3 +163,41 @@ def test_make_code_fails_on_a_bundled_policy_that_does_not_validate(tmp_path: Pa
 
     assert completed.returncode != 0
     assert "duplicate key 'targets'" in completed.stderr
+
+
+def test_the_build_lists_every_problem_of_the_bundled_policy_with_its_line(
+    tmp_path: Path,
+) -> None:
+    # As `sam build` runs it: the Makefile in a copy of functions/authorizer.
+    copy = tmp_path / "authorizer"
+    shutil.copytree(FUNCTION_DIR, copy, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
+    policy = copy / "cache_ingress" / "policy.yaml"
+    text = policy.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    typo = lines.index("      required_tags:") + 1
+    policy.write_text(
+        text.replace("      required_tags:", "      required_tag:", 2), encoding="utf-8"
+    )
+    second = next(
+        number
+        for number, line in enumerate(policy.read_text().splitlines(), start=1)
+        if line == "      required_tag:" and number != typo
+    )
+
+    completed = subprocess.run(  # noqa: S603 - make, a fixed target
+        [
+            *("make", "--no-print-directory", "-C", str(copy), "code"),
+            *(f"ARTIFACTS_DIR={tmp_path / 'out'}", f"PYTHON={sys.executable}"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert completed.returncode != 0
+    edit = "functions/authorizer/cache_ingress/policy.yaml"
+    assert f"the bundled policy ({edit}) does not validate, 2 problems" in completed.stderr
+    for line in (typo, second):
+        assert f"{edit}:{line}: targets." in completed.stderr
+    assert completed.stderr.count("unknown field 'required_tag'") == 2

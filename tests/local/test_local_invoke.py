@@ -253,6 +253,34 @@ def test_the_env_vars_file_is_rebased_onto_the_endpoint_this_process_reaches() -
     )
 
 
+@pytest.mark.template
+def test_variables_sam_ignores_are_reported_and_a_policy_file_says_what_to_do(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "env.json"
+    path.write_text(
+        json.dumps(
+            {
+                "Parameters": {"EXTRA": "1"},
+                FUNCTION_ID: {"POLICY_FILE": str(tmp_path / "mine.yaml"), "DRY_RUN": "true"},
+                "ReconcileFunction": {"UNDECLARED_ELSEWHERE": "x"},
+            }
+        ),
+        encoding="utf-8",
+    )
+
+    _, environment, notes = function_environment(
+        load_template(TEMPLATE), _target(), env_vars=load_env_vars_file(path)
+    )
+
+    assert "POLICY_FILE" not in environment
+    assert environment["DRY_RUN"] == "true"
+    [extra, policy_file] = notes
+    assert extra.startswith(f"Parameters.EXTRA in the env-vars file is ignored: {FUNCTION_ID}")
+    assert policy_file.startswith(f"{FUNCTION_ID}.POLICY_FILE in the env-vars file is ignored")
+    assert "cache-ingress policy validate FILE" in policy_file
+
+
 # --- invoking against a running emulator -----------------------------------------------
 
 

@@ -7,6 +7,7 @@ a call is built from that record, exactly as the CloudTrail rule would deliver i
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import boto3
@@ -27,6 +28,7 @@ class Tagger:
             RoleArn=f"arn:aws:iam::{ACCOUNT}:role/{role}", RoleSessionName=session
         )["Credentials"]
         self.arn = f"arn:aws:sts::{ACCOUNT}:assumed-role/{role}/{session}"
+        self.endpoint_url = endpoint_url
         self.ec2 = boto3.client(
             "ec2",
             region_name=REGION,
@@ -41,15 +43,20 @@ class Tagger:
         self.ec2.create_tags(
             Resources=[group_id], Tags=[{"Key": k, "Value": v} for k, v in tags.items()]
         )
-        return last_call_event()
+        return last_call_event(self.endpoint_url)
 
     def untag(self, group_id: str, key: str, value: str | None = None) -> dict[str, Any]:
         """DeleteTags of one key (only when it has `value`, if given); returns the event."""
         tag = {"Key": key} if value is None else {"Key": key, "Value": value}
         self.ec2.delete_tags(Resources=[group_id], Tags=[tag])
-        return last_call_event()
+        return last_call_event(self.endpoint_url)
 
 
-def last_call_event() -> dict[str, Any]:
-    """The EventBridge event of the newest call the embedded AWS recorded (in process)."""
-    return eventbridge_event(recorded_calls(ACCOUNT, REGION)[-1])
+def last_call_event(endpoint_url: str | None = None) -> dict[str, Any]:
+    """The EventBridge event of the newest call the embedded AWS recorded: read in process,
+    or, for an embedded AWS at `endpoint_url`, through LookupEvents as any client would."""
+    if endpoint_url is None:
+        return eventbridge_event(recorded_calls(ACCOUNT, REGION)[-1])
+    cloudtrail = boto3.client("cloudtrail", region_name=REGION, endpoint_url=endpoint_url)
+    [newest] = cloudtrail.lookup_events(MaxResults=1)["Events"]
+    return eventbridge_event(json.loads(newest["CloudTrailEvent"]))

@@ -76,7 +76,7 @@ def wrap(target: str) -> str:
         (
             "{replication_group: r, cache_security_group: x}",
             r"^policy test: targets\.a: names both cache_security_group and replication_group; "
-            "a target names exactly one destination$",
+            r"a target names exactly one destination \(line 2\)$",
         ),
         (
             "{cache_cluster: c, vpc_security_group: {group_id: sg-01234567, port: 1}}",

@@ -6,6 +6,7 @@ adapter classifies faults the same way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -67,18 +68,31 @@ _TRANSPORT_ERRORS = (
 )
 
 
-class Clients:
-    """Lazily created clients for one region; `inject` replaces one in tests."""
+# How a client is made for a service, given the function's configuration for it.
+ClientFactory = Callable[[str, Config], Any]
 
-    def __init__(self, region: str | None = None) -> None:
+
+class Clients:
+    """Lazily created clients for one region; `inject` replaces one in tests.
+
+    `factory` makes every client the function asks for (the operator's tools pass theirs,
+    so that any service the function uses, now or later, goes to their session and
+    endpoint); by default, boto3's default session in `region`.
+    """
+
+    def __init__(self, region: str | None = None, *, factory: ClientFactory | None = None) -> None:
         self._region = region
+        self._factory = factory
         self._clients: dict[str, BaseClient] = {}
 
     def get(self, service: str) -> Any:
         client = self._clients.get(service)
         if client is None:
             config = _SERVICE_CONFIG.get(service, CLIENT_CONFIG)
-            client = boto3.client(service, region_name=self._region, config=config)  # type: ignore[call-overload]
+            if self._factory is not None:
+                client = self._factory(service, config)
+            else:
+                client = boto3.client(service, region_name=self._region, config=config)  # type: ignore[call-overload]
             self._clients[service] = client
         return client
 

@@ -1,6 +1,13 @@
 """Where the decision is made: a pure function over the request, the groups as they are
 now, and the policy. It never calls AWS, so every rule is tested with plain data.
 
+Each (group, target) pair is judged by its rules in the documented order (README, "Deny
+rules"); each rule gives a `Check`: the fact it read and its verdict. The first check that
+decides (a denial, nothing to decide, a fact that could not be read, a principal still to be
+verified) is the pair's outcome; a pair no check decides is a grant. `decide()` stops at that
+first check; `explain()` runs every rule of the same pairs through the same code and returns
+the whole trace, whose outcome is by construction the one `decide()` gives.
+
 VPC targets need facts about the cache (its security group's VPC and the port): an adapter
 looks them up before the decision (`named_vpc_destinations` says which) and they arrive on
 each group's `destinations`. A fact that is missing or could not be read never grants.
@@ -16,7 +23,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache, partial
+from enum import StrEnum
+from functools import lru_cache
+from typing import NamedTuple
 
 from cache_ingress.models import (
     Decision,
@@ -39,6 +48,83 @@ _ACCOUNT = re.compile(r"[0-9]{12}")
 _BINDING_CALLS = frozenset({"CreateTags", "CreateSecurityGroup"})
 # Around the items of a tag value, ASCII spaces are trimmed, nothing else (SECURITY.md).
 _TRIMMED = " "
+_EVENT_RULES = frozenset({"event-account", "event-region"})
+_PROVENANCE = "principal-provenance"
+# Facts quote what AWS or the event holds; long values are cut so a trace stays readable.
+_QUOTED = 128
+
+
+class Verdict(StrEnum):
+    """What one rule concluded about one pair."""
+
+    HOLDS = "holds"  # the rule holds
+    DENIES = "denies"  # the rule fails: the pair is denied, naming the rule
+    NOT_APPLICABLE = "not-applicable"  # nothing to decide: no group, or no target named
+    UNKNOWN = "unknown"  # the fact could not be read now: the pair fails, never grants
+    PENDING = "pending"  # a replayed principal, not yet checked with CloudTrail
+    NOT_SET = "not-set"  # the target does not set this rule
+    NOT_ASKED = "not-asked"  # CloudTrail is asked only for a pair every other rule allows
+
+    @property
+    def decides(self) -> bool:
+        """Whether this verdict, as the first to decide, is the pair's outcome."""
+        return self in _DECIDING
+
+
+_DECIDING = frozenset({Verdict.DENIES, Verdict.NOT_APPLICABLE, Verdict.UNKNOWN, Verdict.PENDING})
+
+
+# Check, PairTrace and _Context are NamedTuples rather than dataclasses: this module is
+# compiled and its classes built on every cold start (the package ships no bytecode), and a
+# dataclass takes about 0.6 ms to build, a NamedTuple a seventh of that.
+
+
+class Check(NamedTuple):
+    """One rule applied to one pair: the fact it read, and its verdict.
+
+    `reason` is the decision's reason when this check decides; `failure` and `error_code`
+    say how a fact that could not be read fails; `vpc_security_group` and `port` are the
+    cache's, when the check read them.
+    """
+
+    rule: str
+    fact: str
+    verdict: Verdict
+    reason: str = ""
+    failure: FailureKind | None = None
+    error_code: str | None = None
+    vpc_security_group: str | None = None
+    port: int | None = None
+
+    def as_fields(self) -> dict[str, object]:
+        fields: dict[str, object] = {
+            "rule": self.rule,
+            "fact": self.fact,
+            "verdict": str(self.verdict),
+        }
+        if self.reason:
+            fields["reason"] = self.reason
+        return fields
+
+
+class PairTrace(NamedTuple):
+    """One pair's checks in order, and its outcome: a Decision, or the Grant the policy
+    allows (`unverified`: held back until CloudTrail confirms a replayed principal).
+    `target` is None when the group itself decided (event from elsewhere, group gone, no
+    target named).
+    """
+
+    group_id: str
+    target: str | None
+    checks: tuple[Check, ...]
+    result: Decision | Grant
+    unverified: bool = False
+
+    @property
+    def deciding(self) -> Check | None:
+        """The first check that decides: the outcome's rule (PENDING for a grant waiting for
+        CloudTrail); None for a grant."""
+        return _first_deciding(self.checks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,238 +183,258 @@ def decide(
     replayed event's grants of principal-gated targets wait in `Plan.unverified`.
     """
     plan = Plan()
-    for group_id in request.group_ids:
-        if request.account != account_id:
-            plan.decisions.append(_event_elsewhere(group_id, request, "account", account_id))
-        elif request.region != region:
-            plan.decisions.append(_event_elsewhere(group_id, request, "region", region))
-        elif group_id not in groups:
-            plan.decisions.append(
-                Decision(group_id, None, Outcome.NOT_APPLICABLE, "the group no longer exists")
-            )
+    context = _Context(request, policy, account_id, region, provenance, trace=False)
+    for trace in _traces(context, groups):
+        if trace.unverified and isinstance(trace.result, Grant):
+            plan.unverified.append(trace.result)
+        elif isinstance(trace.result, Grant):
+            plan.grants.append(trace.result)
         else:
-            _decide_group(plan, request, groups[group_id], policy, account_id, region, provenance)
+            plan.decisions.append(trace.result)
     return plan
 
 
-def _event_elsewhere(group_id: str, request: TagRequest, scope: str, ours: str) -> Decision:
-    theirs = request.account if scope == "account" else request.region
-    return Decision(
-        group_id,
-        None,
-        Outcome.DENIED,
-        f"event comes from {scope} {theirs}; this function serves {scope} {ours}",
-        rule=f"event-{scope}",
-        principal=request.principal,
-    )
-
-
-def _decide_group(
-    plan: Plan,
+def explain(
     request: TagRequest,
-    group: SecurityGroupFacts,
+    groups: Mapping[str, SecurityGroupFacts],
     policy: Policy,
+    *,
     account_id: str,
     region: str,
-    provenance: Provenance | None,
-) -> None:
-    tag_value = group.tags.get(policy.tag_key)
-    names = target_names(tag_value) if tag_value is not None else ()
-    if not names:
-        reason = (
-            f"the group has no {policy.tag_key} tag now"
-            if tag_value is None
-            else f"the {policy.tag_key} tag names no target"
-        )
-        plan.decisions.append(_decision(group, request, None, Outcome.NOT_APPLICABLE, reason))
-        return
-    for name in names:
-        target = policy.targets.get(name)
-        if target is None:
-            plan.decisions.append(
-                _decision(
-                    group,
-                    request,
-                    name,
-                    Outcome.DENIED,
-                    "no such target in the policy",
-                    rule="unknown-target",
-                )
-            )
-            continue
-        result = _decide_pair(group, request, target, policy.tag_key, account_id, region)
-        if isinstance(result, Grant) and request.replayed and target.allow.principals is not None:
-            if provenance is None:
-                plan.unverified.append(result)
-                continue
-            if not provenance.verified:
-                result = _unproven(result, request, provenance)
-        if isinstance(result, Grant):
-            plan.grants.append(result)
-        else:
-            plan.decisions.append(result)
-
-
-def _unproven(grant: Grant, request: TagRequest, provenance: Provenance) -> Decision:
-    """A principal-gated grant of a replayed event whose principal CloudTrail did not confirm:
-    denied for good (`principal-provenance`) or, when CloudTrail could not be asked, failed
-    like any other check that could not be made.
+    provenance: Provenance | None = None,
+) -> tuple[PairTrace, ...]:
+    """Every pair `decide()` judges, with every rule's check in order (rules after the
+    deciding one are evaluated too, for the reader) and the outcome `decide()` gives it.
     """
-    if provenance.status is ProvenanceStatus.UNAVAILABLE:
-        return grant.decision(
-            Outcome.FAILED,
-            f"the principal of this replayed event could not be verified now: {provenance.reason}",
-            request.principal,
-            failure=provenance.failure or FailureKind.TRANSIENT,
-            error_code=provenance.error_code or "ProvenanceUnavailable",
+    context = _Context(request, policy, account_id, region, provenance, trace=True)
+    return tuple(_traces(context, groups))
+
+
+class _Context(NamedTuple):
+    """One decision's inputs. With `trace`, the rules also record the checks that hold and
+    the rules a target does not set, and run on past the deciding one; without (`decide()`,
+    on every event), they record only what decides, and the first of those ends the pair.
+    """
+
+    request: TagRequest
+    policy: Policy
+    account_id: str
+    region: str
+    provenance: Provenance | None
+    trace: bool
+
+
+def _traces(context: _Context, groups: Mapping[str, SecurityGroupFacts]) -> Iterator[PairTrace]:
+    """The pairs in the request's order, each with its checks and its outcome, which is
+    computed from the checks by the same function whether they were traced or not.
+    """
+    for group_id in context.request.group_ids:
+        group = groups.get(group_id)
+        checks = _take(context, _group_checks(context, group_id, group))
+        stop = _first_deciding(checks)
+        if stop is not None:
+            yield PairTrace(group_id, None, checks, _group_decision(context, group_id, group, stop))
+            continue
+        if group is None:
+            raise AssertionError("a group that does not exist always decides")
+        for name in target_names(group.tags[context.policy.tag_key]):
+            target = context.policy.targets.get(name)
+            pair_checks = _take(context, _target_checks(context, group, name, target))
+            result, unverified = _outcome(context, group, name, target, pair_checks)
+            yield PairTrace(group_id, name, checks + pair_checks, result, unverified)
+
+
+def _take(context: _Context, checks: Iterator[Check]) -> tuple[Check, ...]:
+    """Every check when tracing; else up to the first that decides (the rules after it are
+    never evaluated)."""
+    if context.trace:
+        return tuple(checks)
+    for check in checks:
+        if check.verdict.decides:
+            return (check,)
+    return ()
+
+
+def _first_deciding(checks: tuple[Check, ...]) -> Check | None:
+    return next((check for check in checks if check.verdict.decides), None)
+
+
+# --- the group: where the event comes from, whether the group exists and names targets ----
+
+
+def _group_checks(
+    context: _Context, group_id: str, group: SecurityGroupFacts | None
+) -> Iterator[Check]:
+    """Checks of the group as a whole; each that decides ends them (nothing after it can be
+    read: a group out of scope is never described)."""
+    request = context.request
+    for scope, theirs, ours in (
+        ("account", request.account, context.account_id),
+        ("region", request.region, context.region),
+    ):
+        if theirs != ours or context.trace:
+            fact = f"the event comes from {scope} {theirs}; this function serves {scope} {ours}"
+            if theirs != ours:
+                reason = f"event comes from {scope} {theirs}; this function serves {scope} {ours}"
+                yield Check(f"event-{scope}", fact, Verdict.DENIES, reason)
+                return
+            yield Check(f"event-{scope}", fact, Verdict.HOLDS)
+    if group is None:
+        fact, reason = f"{group_id} does not exist now", "the group no longer exists"
+        yield Check("group-exists", fact, Verdict.NOT_APPLICABLE, reason)
+        return
+    if context.trace:
+        yield Check("group-exists", _group_fact(group), Verdict.HOLDS)
+    tag_key = context.policy.tag_key
+    tag_value = group.tags.get(tag_key)
+    if tag_value is None:
+        reason = f"the group has no {tag_key} tag now"
+        yield Check("tag", f"no {tag_key} tag", Verdict.NOT_APPLICABLE, reason)
+        return
+    names = target_names(tag_value)
+    if not names:
+        reason = f"the {tag_key} tag names no target"
+        yield Check("tag", f"{tag_key} = {_quote(tag_value)}", Verdict.NOT_APPLICABLE, reason)
+    elif context.trace:
+        fact = f"{tag_key} = {_quote(tag_value)}: names {', '.join(names)}"
+        yield Check("tag", fact, Verdict.HOLDS)
+
+
+def _group_decision(
+    context: _Context, group_id: str, group: SecurityGroupFacts | None, stop: Check
+) -> Decision:
+    request = context.request
+    if stop.rule in _EVENT_RULES:
+        return Decision(
+            group_id,
+            None,
+            Outcome.DENIED,
+            stop.reason,
+            rule=stop.rule,
+            principal=request.principal,
         )
-    return grant.decision(
-        Outcome.DENIED,
-        f"a replayed event's principal counts only when CloudTrail holds the same call, and "
-        f"{provenance.reason}; to grant {grant.target}, an allowed principal re-tags the group",
-        request.principal,
-        rule="principal-provenance",
+    if group is None:
+        return Decision(group_id, None, Outcome.NOT_APPLICABLE, stop.reason)
+    return _decision(group, request, None, Outcome.NOT_APPLICABLE, stop.reason)
+
+
+def _group_fact(group: SecurityGroupFacts) -> str:
+    where = f"in {group.vpc_id}" if group.vpc_id else "in no VPC"
+    return (
+        f"{group.group_id} ({_quote(group.group_name)}) exists: owner "
+        f"{_quote(group.owner_id)}, {group.region}, {where}"
     )
 
 
-def _decide_pair(
-    group: SecurityGroupFacts,
-    request: TagRequest,
-    target: Target,
-    tag_key: str,
-    account_id: str,
-    region: str,
-) -> Decision | Grant:
-    denial = next(_denials(group, request, target, tag_key, account_id, region), None)
-    if denial is not None:
-        rule, reason = denial
-        return _decision(
-            group,
-            request,
-            target.name,
-            Outcome.DENIED,
-            reason,
-            rule=rule,
-            cache_security_group=target.cache_security_group,
-            destination=target.vpc,
-        )
+# --- one target: the policy's rules, in review order ---------------------------------------
+
+
+def _target_checks(
+    context: _Context, group: SecurityGroupFacts, name: str, target: Target | None
+) -> Iterator[Check]:
+    if target is None:
+        fact = f"{_quote(name)} is not a target of the policy"
+        yield Check("unknown-target", fact, Verdict.DENIES, "no such target in the policy")
+        return
+    if context.trace:
+        fact = f"{name} is a target: {_destination_label(target)}"
+        yield Check("unknown-target", fact, Verdict.HOLDS)
+    decided = False
+    for check in _policy_rules(context, group, target):
+        decided = decided or check.verdict.decides
+        yield check
     if target.vpc is not None:
-        return _decide_vpc(group, request, target, target.vpc)
-    return Grant(
-        event_id=request.event_id,
-        target=target.name,
-        cache_security_group=target.cache_security_group,
-        group_id=group.group_id,
-        group_name=group.group_name,
-        owner_id=group.owner_id,
-    )
+        check = _same_vpc(group, target.vpc)
+        decided = decided or check.verdict.decides
+        if check.verdict.decides or context.trace:
+            yield check
+    check = _provenance_check(context, target, decided=decided)
+    if check.verdict.decides or context.trace:
+        yield check
 
 
-def _decide_vpc(
-    group: SecurityGroupFacts, request: TagRequest, target: Target, destination: VpcDestination
-) -> Decision | Grant:
-    """After the policy's own rules: the cache's facts must be known, and in the group's VPC."""
-    outcome = partial(_decision, group, request, target.name, destination=destination)
-
-    if group.vpc_id is None:
-        return outcome(
-            Outcome.DENIED,
-            "the group is not in a VPC; a VPC cache can only admit groups of its own VPC",
-            rule="same-vpc",
-        )
-    facts = group.destinations.get(destination)
-    if facts is None:
-        # Only when the policy changed between the lookup and the decision: retry both.
-        return outcome(
-            Outcome.FAILED,
-            f"{destination.label} was not looked up before the decision",
-            failure=FailureKind.TRANSIENT,
-            error_code="DestinationNotLookedUp",
-        )
-    if isinstance(facts, UnresolvedDestination):
-        return outcome(
-            Outcome.FAILED, facts.reason, failure=facts.failure, error_code=facts.error_code
-        )
-    if facts.vpc_id != group.vpc_id:
-        return outcome(
-            Outcome.DENIED,
-            f"the group is in {group.vpc_id} and the cache's security group {facts.group_id} "
-            f"in {facts.vpc_id or 'no VPC'}; a group in another VPC can only be referenced "
-            "across a peering connection, which this function does not use",
-            rule="same-vpc",
-            vpc_security_group=facts.group_id,
-            port=facts.port,
-        )
-    return _vpc_grant(group, request, target, destination, facts)
+def _policy_rules(context: _Context, group: SecurityGroupFacts, target: Target) -> Iterator[Check]:
+    """The rules of the policy's `allow` and of where the cache is, in review order."""
+    target_region = target.region or context.region
+    if group.region != target_region or context.trace:
+        fact = f"the group is in {group.region}; the cache in {target_region}"
+        if group.region != target_region:
+            reason = (
+                f"the group is in {group.region} and the cache in {target_region}; "
+                "ingress cannot cross regions"
+            )
+            yield Check("same-region", fact, Verdict.DENIES, reason)
+        else:
+            yield Check("same-region", fact, Verdict.HOLDS)
+    owner = group.owner_id
+    if not _ACCOUNT.fullmatch(owner):
+        reason = f"owner id {owner[:32]!r} is not a 12-digit account id"
+        yield Check("owner-id", f"owner id {_quote(owner)}", Verdict.DENIES, reason)
+    elif context.trace:
+        yield Check("owner-id", f"owner id {owner}", Verdict.HOLDS)
+    owners = target.allow.owner_accounts or (context.account_id,)
+    if owner not in owners or context.trace:
+        yield _owner_accounts(context, owner, target)
+    yield from _required_tags(context, group, target)
+    if target.allow.principals is None:
+        if context.trace:
+            unset = "the target does not require a principal"
+            yield Check("principals", unset, Verdict.NOT_SET)
+            yield Check("principal-binding", unset, Verdict.NOT_SET)
+        return
+    yield from _principals(context, target.allow.principals)
+    binding = _binding(context.request, target.name, context.policy.tag_key)
+    if binding.verdict.decides or context.trace:
+        yield binding
 
 
-def _vpc_grant(
-    group: SecurityGroupFacts,
-    request: TagRequest,
-    target: Target,
-    destination: VpcDestination,
-    facts: VpcCacheFacts,
-) -> Grant:
-    return Grant(
-        event_id=request.event_id,
-        target=target.name,
-        cache_security_group=None,
-        group_id=group.group_id,
-        group_name=group.group_name,
-        owner_id=group.owner_id,
-        vpc_security_group=facts.group_id,
-        port=facts.port,
-        cache=destination.cache,
-        cross_account=group.owner_id != facts.owner_id,
-    )
+def _owner_accounts(context: _Context, owner: str, target: Target) -> Check:
+    listed = target.allow.owner_accounts
+    allowed = ", ".join(listed) if listed else f"{context.account_id} (the function's own account)"
+    fact = f"owner {_quote(owner)}; allowed: {allowed}"
+    if owner not in (listed or (context.account_id,)):
+        reason = f"owner {owner[:32]} is not an allowed owner account"
+        return Check("owner-accounts", fact, Verdict.DENIES, reason)
+    return Check("owner-accounts", fact, Verdict.HOLDS)
 
 
-def _denials(
-    group: SecurityGroupFacts,
-    request: TagRequest,
-    target: Target,
-    tag_key: str,
-    account_id: str,
-    region: str,
-) -> Iterator[tuple[str, str]]:
-    """Every rule the pair breaks, in review order; the first one is reported."""
-    target_region = target.region or region
-    if group.region != target_region:
-        yield (
-            "same-region",
-            f"the group is in {group.region} and the cache in {target_region}; "
-            "ingress cannot cross regions",
-        )
-    if not _ACCOUNT.fullmatch(group.owner_id):
-        yield "owner-id", f"owner id {group.owner_id[:32]!r} is not a 12-digit account id"
-    owners = target.allow.owner_accounts or (account_id,)
-    if group.owner_id not in owners:
-        yield "owner-accounts", f"owner {group.owner_id[:32]} is not an allowed owner account"
+def _required_tags(context: _Context, group: SecurityGroupFacts, target: Target) -> Iterator[Check]:
+    if not target.allow.required_tags and context.trace:
+        yield Check("required-tags", "the target requires no tag", Verdict.NOT_SET)
     for key, accepted in target.allow.required_tags.items():
-        if group.tags.get(key) not in accepted:
-            state = "is missing" if key not in group.tags else "has a value not accepted"
-            yield "required-tags", f"required tag {key!r} {state}"
-    if target.allow.principals is not None:
-        if request.principal is None:
-            yield (
-                "principals",
-                "the target requires a listed principal and this event names none "
-                "(Tag Change events never do)",
-            )
-        elif not any(
-            _glob(pattern).fullmatch(request.principal) for pattern in target.allow.principals
-        ):
-            yield (
-                "principals",
-                f"principal {request.principal} is not allowed to tag for this target",
-            )
-        unbound = _unbound(request, target.name, tag_key)
-        if unbound is not None:
-            yield "principal-binding", unbound
+        value = group.tags.get(key)
+        if value in accepted and not context.trace:
+            continue
+        now = f"{key} = {_quote(value)}" if value is not None else f"no {key} tag"
+        fact = f"{now}; accepted: {', '.join(accepted)}"
+        if value not in accepted:
+            state = "is missing" if value is None else "has a value not accepted"
+            yield Check("required-tags", fact, Verdict.DENIES, f"required tag {key!r} {state}")
+        else:
+            yield Check("required-tags", fact, Verdict.HOLDS)
 
 
-def _unbound(request: TagRequest, target: str, tag_key: str) -> str | None:
-    """Why this event's own call did not ask for `target`, or None if it did.
+def _principals(context: _Context, patterns: tuple[str, ...]) -> Iterator[Check]:
+    principal = context.request.principal
+    allowed = f"allowed: {', '.join(patterns)}"
+    if principal is None:
+        reason = (
+            "the target requires a listed principal and this event names none "
+            "(Tag Change events never do)"
+        )
+        fact = f"the event names no principal; {allowed}"
+        yield Check("principals", fact, Verdict.DENIES, reason)
+        return
+    fact = f"principal {_quote(principal)}; {allowed}"
+    if not any(_glob(pattern).fullmatch(principal) for pattern in patterns):
+        reason = f"principal {principal} is not allowed to tag for this target"
+        yield Check("principals", fact, Verdict.DENIES, reason)
+    elif context.trace:
+        yield Check("principals", fact, Verdict.HOLDS)
+
+
+def _binding(request: TagRequest, target: str, tag_key: str) -> Check:
+    """Whether this event's own call asked for `target`.
 
     The principal vouches only for what its call set: the tag value the function reads now
     may have been written by anyone since (or before), so it never stands in for the call's.
@@ -336,24 +442,200 @@ def _unbound(request: TagRequest, target: str, tag_key: str) -> str | None:
     call = request.trail
     if call is None or call.event_name not in _BINDING_CALLS:
         kind = request.event_name or request.detail_type
-        return (
+        reason = (
             f"a {kind} event never grants a target that requires a principal: only the "
             f"CreateTags or CreateSecurityGroup call that sets {tag_key} to name it does"
         )
+        return Check("principal-binding", f"the event is a {kind}", Verdict.DENIES, reason)
     values = call.requested_values(tag_key)
     if not values:
-        return (
+        reason = (
             f"this {call.event_name} call did not set the {tag_key} tag; a target that "
             "requires a principal is granted only by the call that names it"
         )
+        fact = f"this {call.event_name} call did not set {tag_key}"
+        return Check("principal-binding", fact, Verdict.DENIES, reason)
+    fact = f"this {call.event_name} call set {tag_key} = " + ", ".join(map(_quote, values))
     if len(values) > 1:
-        return f"this {call.event_name} call set the {tag_key} tag more than once"
+        reason = f"this {call.event_name} call set the {tag_key} tag more than once"
+        return Check("principal-binding", fact, Verdict.DENIES, reason)
     if target not in target_names(values[0]):
-        return (
+        reason = (
             f"this {call.event_name} call set {tag_key} to {values[0][:128]!r}, which does not "
             f"name {target}; the tag's value now was set by another call"
         )
-    return None
+        return Check("principal-binding", fact, Verdict.DENIES, reason)
+    return Check("principal-binding", fact, Verdict.HOLDS)
+
+
+def _same_vpc(group: SecurityGroupFacts, destination: VpcDestination) -> Check:
+    """After the policy's own rules: the cache's facts must be known, and in the group's VPC."""
+    if group.vpc_id is None:
+        reason = "the group is not in a VPC; a VPC cache can only admit groups of its own VPC"
+        return Check("same-vpc", "the group is in no VPC", Verdict.DENIES, reason)
+    facts = group.destinations.get(destination)
+    if facts is None:
+        # Only when the policy changed between the lookup and the decision: retry both.
+        reason = f"{destination.label} was not looked up before the decision"
+        return Check(
+            "same-vpc",
+            f"{destination.label}: not looked up",
+            Verdict.UNKNOWN,
+            reason,
+            failure=FailureKind.TRANSIENT,
+            error_code="DestinationNotLookedUp",
+        )
+    if isinstance(facts, UnresolvedDestination):
+        return Check(
+            "same-vpc",
+            f"{destination.label}: {facts.reason}",
+            Verdict.UNKNOWN,
+            facts.reason,
+            failure=facts.failure,
+            error_code=facts.error_code,
+        )
+    fact = (
+        f"the group is in {group.vpc_id}; {destination.label} has security group "
+        f"{facts.group_id} in {facts.vpc_id or 'no VPC'}, port {facts.port}"
+    )
+    if facts.vpc_id != group.vpc_id:
+        reason = (
+            f"the group is in {group.vpc_id} and the cache's security group {facts.group_id} "
+            f"in {facts.vpc_id or 'no VPC'}; a group in another VPC can only be referenced "
+            "across a peering connection, which this function does not use"
+        )
+        return Check(
+            "same-vpc",
+            fact,
+            Verdict.DENIES,
+            reason,
+            vpc_security_group=facts.group_id,
+            port=facts.port,
+        )
+    return Check(
+        "same-vpc",
+        fact,
+        Verdict.HOLDS,
+        vpc_security_group=facts.group_id,
+        port=facts.port,
+    )
+
+
+def _provenance_check(context: _Context, target: Target, *, decided: bool) -> Check:
+    """Checked last, for a pair every other rule allows: a replayed event's principal counts
+    only when CloudTrail confirms it.
+    """
+    if target.allow.principals is None:
+        return Check(_PROVENANCE, "the target does not require a principal", Verdict.NOT_SET)
+    if not context.request.replayed:
+        fact = "a live event from EventBridge's rules, not a replay"
+        return Check(_PROVENANCE, fact, Verdict.NOT_SET)
+    if decided:
+        fact = "a replayed event; CloudTrail is asked only for a pair every other rule allows"
+        return Check(_PROVENANCE, fact, Verdict.NOT_ASKED)
+    if context.provenance is None:
+        fact = "a replayed event: its principal waits for CloudTrail's record of the call"
+        return Check(_PROVENANCE, fact, Verdict.PENDING)
+    return _provenance_answer(context.provenance, target)
+
+
+def _provenance_answer(provenance: Provenance, target: Target) -> Check:
+    fact = f"a replayed event; CloudTrail: {provenance.status}: {provenance.reason}"
+    if provenance.verified:
+        return Check(_PROVENANCE, fact, Verdict.HOLDS)
+    if provenance.status is ProvenanceStatus.UNAVAILABLE:
+        return Check(
+            _PROVENANCE,
+            fact,
+            Verdict.UNKNOWN,
+            f"the principal of this replayed event could not be verified now: {provenance.reason}",
+            failure=provenance.failure or FailureKind.TRANSIENT,
+            error_code=provenance.error_code or "ProvenanceUnavailable",
+        )
+    reason = (
+        f"a replayed event's principal counts only when CloudTrail holds the same call, and "
+        f"{provenance.reason}; to grant {target.name}, an allowed principal re-tags the group"
+    )
+    return Check(_PROVENANCE, fact, Verdict.DENIES, reason)
+
+
+# --- from the checks to the outcome -------------------------------------------------------
+
+
+def _outcome(
+    context: _Context,
+    group: SecurityGroupFacts,
+    name: str,
+    target: Target | None,
+    checks: tuple[Check, ...],
+) -> tuple[Decision | Grant, bool]:
+    """The pair's outcome from its first deciding check, or its grant; and whether that
+    grant waits for CloudTrail (`Plan.unverified`)."""
+    request = context.request
+    stop = _first_deciding(checks)
+    if stop is not None and stop.rule != _PROVENANCE:
+        outcome = Outcome.DENIED if stop.verdict is Verdict.DENIES else Outcome.FAILED
+        decision = _decision(
+            group,
+            request,
+            name,
+            outcome,
+            stop.reason,
+            rule=stop.rule if outcome is Outcome.DENIED else None,
+            cache_security_group=target.cache_security_group if target else None,
+            destination=target.vpc if target else None,
+            failure=stop.failure,
+            error_code=stop.error_code,
+            vpc_security_group=stop.vpc_security_group,
+            port=stop.port,
+        )
+        return decision, False
+    if target is None:
+        raise AssertionError("a target the policy does not have always decides")
+    grant = _grant(group, request, target)
+    if stop is None:
+        return grant, False
+    if stop.verdict is Verdict.PENDING:
+        return grant, True
+    if stop.verdict is Verdict.UNKNOWN:
+        failed = grant.decision(
+            Outcome.FAILED,
+            stop.reason,
+            request.principal,
+            failure=stop.failure,
+            error_code=stop.error_code,
+        )
+        return failed, False
+    denied = grant.decision(Outcome.DENIED, stop.reason, request.principal, rule=_PROVENANCE)
+    return denied, False
+
+
+def _grant(group: SecurityGroupFacts, request: TagRequest, target: Target) -> Grant:
+    if target.vpc is None:
+        return Grant(
+            event_id=request.event_id,
+            target=target.name,
+            cache_security_group=target.cache_security_group,
+            group_id=group.group_id,
+            group_name=group.group_name,
+            owner_id=group.owner_id,
+        )
+    # The same-vpc check held, so the cache's facts were read, and are in the group's VPC.
+    cache = group.destinations.get(target.vpc)
+    if not isinstance(cache, VpcCacheFacts):
+        raise TypeError("a VPC grant without the cache's facts")
+    return Grant(
+        event_id=request.event_id,
+        target=target.name,
+        cache_security_group=None,
+        group_id=group.group_id,
+        group_name=group.group_name,
+        owner_id=group.owner_id,
+        vpc_security_group=cache.group_id,
+        port=cache.port,
+        cache=target.vpc.cache,
+        cross_account=group.owner_id != cache.owner_id,
+    )
 
 
 def _decision(
@@ -390,6 +672,21 @@ def _decision(
         port=port,
         cache=destination.cache if destination is not None else None,
     )
+
+
+def _destination_label(target: Target) -> str:
+    if target.vpc is not None:
+        if target.vpc.kind is TargetKind.VPC_SECURITY_GROUP:
+            return f"VPC security group {target.vpc.identifier}, port {target.vpc.port}"
+        return target.vpc.label
+    return f"cache security group {target.cache_security_group}"
+
+
+def _quote(text: str | None) -> str:
+    """A value from AWS or the event, quoted and cut to a readable length."""
+    if text is None:
+        return "none"
+    return repr(text if len(text) <= _QUOTED else text[:_QUOTED] + "...")
 
 
 @lru_cache(maxsize=256)

@@ -33,14 +33,23 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
-from cache_ingress.errors import PolicyError
+from cache_ingress.errors import PolicyError, PolicyProblem
 from cache_ingress.models import TargetKind, VpcDestination
 
-__all__ = ["Allow", "Policy", "Target", "TargetKind", "VpcDestination", "parse_policy"]
+__all__ = [
+    "Allow",
+    "Policy",
+    "Target",
+    "TargetKind",
+    "VpcDestination",
+    "parse_policy",
+    "policy_as_json",
+]
 
 POLICY_VERSION = 1
 TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -109,31 +118,113 @@ class Policy:
 
 
 def parse_policy(text: str, *, source: str, expected_tag_key: str | None = None) -> Policy:
-    """Parse YAML (or JSON) policy text. Raises PolicyError naming the source and field."""
-    document = _load(text, source)
-    try:
-        policy = _policy(document, _digest(document))
-    except PolicyError as exc:
-        raise PolicyError(f"policy {source}: {exc}") from None
-    if expected_tag_key is not None and policy.tag_key != expected_tag_key:
-        raise PolicyError(
-            f"policy {source}: tag_key {policy.tag_key!r} differs from the stack's tag key "
-            f"{expected_tag_key!r}; the event rules only deliver changes to {expected_tag_key!r}"
+    """Parse YAML (or JSON) policy text. Raises PolicyError naming the source and every
+    problem found (`PolicyError.problems`, each with its field and, in YAML, its line).
+    """
+    problems = _Problems()
+    document = _load(text, problems)
+    policy = _policy(document, problems) if document is not _UNREADABLE else None
+    if policy is not None and expected_tag_key is not None and policy.tag_key != expected_tag_key:
+        problems.add(
+            ("tag_key",),
+            f"{policy.tag_key!r} differs from the stack's tag key {expected_tag_key!r}; the "
+            f"event rules only deliver changes to {expected_tag_key!r}",
         )
-    return policy
+    if policy is None or problems.found:
+        raise PolicyError.invalid(source, problems.located(text))
+    return replace(policy, digest=_digest(document))
 
 
-def _load(text: str, source: str) -> object:
-    stripped = text.lstrip()
-    try:
-        if stripped.startswith("{"):
-            return json.loads(text, object_pairs_hook=_unique_json_keys)
-        # Imported here: a JSON policy (the bundled one, as built) never pays for PyYAML.
+def policy_as_json(text: str, *, source: str) -> str:
+    """The policy's JSON text, as the function's package holds it (`compile_policy.py`).
+
+    Raises PolicyError when the policy is invalid, has no JSON form, or its JSON form parses
+    to another policy than its text does.
+    """
+    policy = parse_policy(text, source=source)
+    if text.lstrip().startswith("{"):
+        document: object = json.loads(text)
+    else:
         from cache_ingress.unique_yaml import load_yaml  # noqa: PLC0415
 
-        return load_yaml(text)
+        document = load_yaml(text)
+    try:
+        compiled = json.dumps(document, indent=1, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as exc:
+        message = f"has no JSON form: {exc}"
+        raise PolicyError.invalid(source, (PolicyProblem((), message),)) from None
+    if parse_policy(compiled, source=source) != policy:
+        message = "its JSON form parses to a different policy"
+        raise PolicyError.invalid(source, (PolicyProblem((), message),))
+    return compiled
+
+
+class _Problems:
+    """What is wrong with the document, collected so that all of it is reported at once.
+
+    Each check adds what it finds and carries on with the rest of the document; a part that
+    is wrong is left out of the policy being built, and a policy with any problem is never
+    returned. `at` is the part of the document the problem is on, when it is not the field
+    the message names (an unknown key is on its own line; a missing one, on its mapping's).
+    """
+
+    def __init__(self) -> None:
+        self.found: list[tuple[PolicyProblem, Path | None]] = []
+        self.lines: Callable[[Path], int | None] | None = None
+
+    def add(
+        self, path: Path, message: str, *, at: Path | None = None, line: int | None = None
+    ) -> None:
+        self.found.append((PolicyProblem(path, message, line), at))
+
+    def located(self, text: str) -> tuple[PolicyProblem, ...]:
+        """The problems with their lines, in the text's order: lines from the YAML document
+        read, or (JSON) by reading the text's structure, only now that there is something
+        to report."""
+        lines = self.lines
+        if lines is None and any(problem.line is None for problem, _ in self.found):
+            from cache_ingress.unique_yaml import line_in  # noqa: PLC0415 - only on an error
+
+            lines = partial(line_in, text)
+        located = (
+            problem._replace(line=lines(problem.path if at is None else at))
+            if problem.line is None and lines is not None
+            else problem
+            for problem, at in self.found
+        )
+        # In the order of the text, as a reader fixes them.
+        return tuple(sorted(located, key=lambda problem: problem.line or 0))
+
+
+Path = tuple[object, ...]
+# What _load returns for a text that is not a document at all: nothing more to check.
+_UNREADABLE: Any = object()
+
+
+def _load(text: str, problems: _Problems) -> object:
+    stripped = text.lstrip()
+    if stripped.startswith("{"):
+        try:
+            return json.loads(text, object_pairs_hook=_unique_json_keys)
+        except ValueError as exc:
+            line = getattr(exc, "lineno", None)
+            problems.add((), f"not valid YAML or JSON: {exc}", line=line)
+            return _UNREADABLE
+    # Imported here: a JSON policy (the bundled one, as built) never pays for PyYAML.
+    from cache_ingress.unique_yaml import YamlSyntaxError, read_yaml  # noqa: PLC0415
+
+    try:
+        document = read_yaml(text)
+    except YamlSyntaxError as exc:
+        problems.add((), f"not valid YAML or JSON: {exc}", line=exc.line)
+        return _UNREADABLE
     except ValueError as exc:
-        raise PolicyError(f"policy {source}: not valid YAML or JSON: {exc}") from None
+        problems.add((), f"not valid YAML or JSON: {exc}")
+        return _UNREADABLE
+    problems.lines = document.line
+    for duplicate in document.duplicates:
+        problems.add(duplicate.path, f"duplicate key {duplicate.key!r}", line=duplicate.line)
+    return document.value
 
 
 def _unique_json_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -150,95 +241,148 @@ def _digest(document: object) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def _policy(document: object, digest: str) -> Policy:
+def _policy(document: object, problems: _Problems) -> Policy | None:
     root = _object(
         document,
-        "(top level)",
+        (),
+        problems,
         required=frozenset({"version", "targets"}),
         optional=frozenset({"tag_key"}),
     )
-    if root["version"] != POLICY_VERSION or isinstance(root["version"], bool):
-        raise PolicyError(f"version: must be {POLICY_VERSION}, got {root['version']!r}")
-    tag_key = root.get("tag_key", "cache-ingress")
-    if not isinstance(tag_key, str) or not 0 < len(tag_key) <= _TAG_KEY_MAX:
-        raise PolicyError("tag_key: must be a non-empty string of at most 128 characters")
-    _printable_ascii(tag_key, "tag_key")
-    if tag_key != tag_key.strip(" "):
-        raise PolicyError(f"tag_key: {tag_key!r} begins or ends with a space")
+    if root is None:
+        return None
+    version = root.get("version", POLICY_VERSION)
+    if version != POLICY_VERSION or isinstance(version, bool):
+        problems.add(("version",), f"must be {POLICY_VERSION}, got {version!r}")
+    tag_key = _tag_key(root.get("tag_key", "cache-ingress"), problems)
+    if "targets" not in root:
+        return None
     raw_targets = root["targets"]
     if not isinstance(raw_targets, Mapping) or not raw_targets:
-        raise PolicyError("targets: must be a mapping naming at least one target")
+        problems.add(("targets",), "must be a mapping naming at least one target")
+        return None
     targets = {}
     for name, raw in raw_targets.items():
         if not isinstance(name, str) or not TARGET_NAME.fullmatch(name):
-            raise PolicyError(
-                f"targets.{name}: a target name is 1-64 letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit"
+            problems.add(
+                ("targets", name),
+                "a target name is 1-64 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit",
             )
-        targets[name] = _target(name, raw)
-    return Policy(version=POLICY_VERSION, tag_key=tag_key, targets=targets, digest=digest)
+        target = _target(name, raw, problems)
+        if target is not None:
+            targets[name] = target
+    if tag_key is None or len(targets) != len(raw_targets):
+        return None
+    return Policy(version=POLICY_VERSION, tag_key=tag_key, targets=targets)
 
 
-def _target(name: str, raw: object) -> Target:
-    where = f"targets.{name}"
+def _tag_key(tag_key: object, problems: _Problems) -> str | None:
+    where = ("tag_key",)
+    if not isinstance(tag_key, str) or not 0 < len(tag_key) <= _TAG_KEY_MAX:
+        problems.add(where, "must be a non-empty string of at most 128 characters")
+        return None
+    if not _printable_ascii(tag_key, where, problems):
+        return None
+    if tag_key != tag_key.strip(" "):
+        problems.add(where, f"{tag_key!r} begins or ends with a space")
+        return None
+    return tag_key
+
+
+def _target(name: object, raw: object, problems: _Problems) -> Target | None:
+    where = ("targets", name)
     body = _object(
-        raw, where, optional=frozenset({*_DESTINATION_FIELDS, "region", "allow", "revoke"})
+        raw,
+        where,
+        problems,
+        optional=frozenset({*_DESTINATION_FIELDS, "region", "allow", "revoke"}),
     )
+    if body is None:
+        return None
     named = [key for key in _DESTINATION_FIELDS if key in body]
     if not named:
-        raise PolicyError(
-            f"{where}.cache_security_group: required field is missing (a target names exactly "
-            "one destination: cache_security_group, replication_group, cache_cluster or "
-            "vpc_security_group)"
+        problems.add(
+            (*where, "cache_security_group"),
+            "required field is missing (a target names exactly one destination: "
+            "cache_security_group, replication_group, cache_cluster or vpc_security_group)",
+            at=where,
         )
-    if len(named) > 1:
-        raise PolicyError(
-            f"{where}: names both {named[0]} and {named[1]}; a target names exactly one destination"
+    elif len(named) > 1:
+        problems.add(
+            where,
+            f"names both {named[0]} and {named[1]}; a target names exactly one destination",
+            at=(*where, named[1]),
         )
     # Destination first, then region, then allow: the order the classic kind always used.
-    if named[0] == "cache_security_group":
-        kind = TargetKind.CACHE_SECURITY_GROUP
-        cache_group: str | None = _cache_security_group(body["cache_security_group"], where)
-        vpc = None
-    else:
-        vpc = _vpc_destination(named[0], body[named[0]], f"{where}.{named[0]}")
-        kind, cache_group = vpc.kind, None
+    cache_group: str | None = None
+    vpc = None
+    if len(named) == 1 and named[0] == "cache_security_group":
+        cache_group = _cache_security_group(body["cache_security_group"], where, problems)
+    elif len(named) == 1:
+        vpc = _vpc_destination(named[0], body[named[0]], (*where, named[0]), problems)
     region = body.get("region")
     if region is not None and (not isinstance(region, str) or not _REGION.fullmatch(region)):
-        raise PolicyError(f"{where}.region: must be an AWS region such as us-east-1")
-    revoke = body.get("revoke", False)
-    if not isinstance(revoke, bool):
-        raise PolicyError(f"{where}.revoke: must be true or false, got {revoke!r}")
+        problems.add((*where, "region"), "must be an AWS region such as us-east-1")
+    revoke = _revoke(body.get("revoke", False), (*where, "revoke"), problems)
+    allow = _allow(body.get("allow", {}), (*where, "allow"), problems)
+    if (cache_group is None and vpc is None) or revoke is None:
+        return None
+    if allow is None or not isinstance(name, str):
+        return None
+    if region is not None and not isinstance(region, str):
+        return None
     return Target(
         name=name,
-        kind=kind,
+        kind=vpc.kind if vpc is not None else TargetKind.CACHE_SECURITY_GROUP,
         cache_security_group=cache_group,
         region=region,
-        allow=_allow(body.get("allow", {}), f"{where}.allow"),
+        allow=allow,
         vpc=vpc,
         revoke=revoke,
     )
 
 
-def _cache_security_group(raw: object, where: str) -> str:
-    if not isinstance(raw, str) or not _CACHE_GROUP_NAME.fullmatch(raw):
-        raise PolicyError(
-            f"{where}.cache_security_group: must be a cache security group name "
-            "(letters, digits and hyphens, at most 255)"
-        )
+def _revoke(raw: object, where: Path, problems: _Problems) -> bool | None:
+    if not isinstance(raw, bool):
+        problems.add(where, f"must be true or false, got {raw!r}")
+        return None
     return raw
 
 
-def _vpc_destination(field_name: str, raw: object, where: str) -> VpcDestination:
+def _cache_security_group(raw: object, where: Path, problems: _Problems) -> str | None:
+    if not isinstance(raw, str) or not _CACHE_GROUP_NAME.fullmatch(raw):
+        problems.add(
+            (*where, "cache_security_group"),
+            "must be a cache security group name (letters, digits and hyphens, at most 255)",
+        )
+        return None
+    return raw
+
+
+def _vpc_destination(
+    field_name: str, raw: object, where: Path, problems: _Problems
+) -> VpcDestination | None:
     if field_name == "vpc_security_group":
-        body = _object(raw, where, required=frozenset({"group_id", "port"}))
-        group_id, port = body["group_id"], body["port"]
-        if not isinstance(group_id, str) or not _VPC_GROUP_ID.fullmatch(group_id):
-            raise PolicyError(
-                f"{where}.group_id: must be a security group id such as sg-0123456789abcdef0"
+        body = _object(raw, where, problems, required=frozenset({"group_id", "port"}))
+        if body is None:
+            return None
+        group_id, port = body.get("group_id"), body.get("port")
+        valid = True
+        if "group_id" in body and (
+            not isinstance(group_id, str) or not _VPC_GROUP_ID.fullmatch(group_id)
+        ):
+            problems.add(
+                (*where, "group_id"), "must be a security group id such as sg-0123456789abcdef0"
             )
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= _PORT_MAX:
-            raise PolicyError(f"{where}.port: must be a TCP port number from 1 to 65535")
+            valid = False
+        if "port" in body and (
+            isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= _PORT_MAX
+        ):
+            problems.add((*where, "port"), "must be a TCP port number from 1 to 65535")
+            valid = False
+        if not valid or not isinstance(group_id, str) or not isinstance(port, int):
+            return None
         return VpcDestination(TargetKind.VPC_SECURITY_GROUP, group_id, port)
     kind, longest = (
         (TargetKind.REPLICATION_GROUP, _REPLICATION_GROUP_ID_MAX)
@@ -246,120 +390,168 @@ def _vpc_destination(field_name: str, raw: object, where: str) -> VpcDestination
         else (TargetKind.CACHE_CLUSTER, _CACHE_CLUSTER_ID_MAX)
     )
     if not isinstance(raw, str) or len(raw) > longest or not _CACHE_ID.fullmatch(raw):
-        raise PolicyError(
-            f"{where}: must be an ElastiCache {kind.replace('-', ' ')} id: 1-{longest} "
-            "lowercase letters, digits and single hyphens, starting with a letter and not "
-            "ending with a hyphen"
+        problems.add(
+            where,
+            f"must be an ElastiCache {kind.replace('-', ' ')} id: 1-{longest} lowercase "
+            "letters, digits and single hyphens, starting with a letter and not ending with "
+            "a hyphen",
         )
+        return None
     return VpcDestination(kind, raw)
 
 
-def _allow(raw: object, where: str) -> Allow:
+def _allow(raw: object, where: Path, problems: _Problems) -> Allow | None:
     body = _object(
-        raw, where, optional=frozenset({"owner_accounts", "required_tags", "principals"})
+        raw, where, problems, optional=frozenset({"owner_accounts", "required_tags", "principals"})
     )
+    if body is None:
+        return None
+    valid = True
     owners = None
     if "owner_accounts" in body:
-        owners = _strings(body["owner_accounts"], f"{where}.owner_accounts")
-        for owner in owners:
+        owners = _strings(body["owner_accounts"], (*where, "owner_accounts"), problems)
+        for index, owner in enumerate(owners or ()):
             if not _ACCOUNT.fullmatch(owner):
-                raise PolicyError(
-                    f"{where}.owner_accounts: {owner!r} is not a 12-digit account id "
-                    "(quote account ids in YAML so leading zeros survive)"
+                problems.add(
+                    (*where, "owner_accounts"),
+                    f"{owner!r} is not a 12-digit account id (quote account ids in YAML so "
+                    "leading zeros survive)",
+                    at=(*where, "owner_accounts", index),
                 )
+                valid = False
+        valid = valid and owners is not None
     principals = None
     if "principals" in body:
-        principals = _strings(body["principals"], f"{where}.principals")
-        for pattern in principals:
-            _principal_pattern(pattern, f"{where}.principals")
-    return Allow(
-        owner_accounts=owners,
-        required_tags=_required_tags(body.get("required_tags", {}), f"{where}.required_tags"),
-        principals=principals,
+        principals = _strings(body["principals"], (*where, "principals"), problems)
+        for index, pattern in enumerate(principals or ()):
+            at = (*where, "principals", index)
+            valid = _principal_pattern(pattern, (*where, "principals"), at, problems) and valid
+        valid = valid and principals is not None
+    required_tags = _required_tags(
+        body.get("required_tags", {}), (*where, "required_tags"), problems
     )
+    if not valid or required_tags is None:
+        return None
+    return Allow(owner_accounts=owners, required_tags=required_tags, principals=principals)
 
 
-def _required_tags(raw: object, where: str) -> dict[str, tuple[str, ...]]:
+def _required_tags(
+    raw: object, where: Path, problems: _Problems
+) -> dict[str, tuple[str, ...]] | None:
     if not isinstance(raw, Mapping):
-        raise PolicyError(f"{where}: must be a mapping of tag key to value or list of values")
+        problems.add(where, "must be a mapping of tag key to value or list of values")
+        return None
     tags = {}
+    valid = True
     for key, value in raw.items():
         if not isinstance(key, str) or not 0 < len(key) <= _TAG_KEY_MAX:
-            raise PolicyError(f"{where}: tag key {key!r} must be a string of 1-128 characters")
-        _printable_ascii(key, where, what="tag key ")
-        values = (value,) if isinstance(value, str) else _strings(value, f"{where}.{key}")
+            problems.add(
+                where, f"tag key {key!r} must be a string of 1-128 characters", at=(*where, key)
+            )
+            valid = False
+            continue
+        if not _printable_ascii(key, where, problems, what="tag key ", at=(*where, key)):
+            valid = False
+        values = (value,) if isinstance(value, str) else _strings(value, (*where, key), problems)
+        if values is None:
+            valid = False
+            continue
         if any(len(item) > _TAG_VALUE_MAX for item in values):
-            raise PolicyError(f"{where}.{key}: tag values are at most 256 characters")
+            problems.add((*where, key), "tag values are at most 256 characters")
+            valid = False
         for item in values:
-            _printable_ascii(item, f"{where}.{key}")
+            valid = _printable_ascii(item, (*where, key), problems) and valid
         tags[key] = values
-    return tags
+    return tags if valid else None
 
 
-def _principal_pattern(pattern: str, where: str) -> None:
+def _principal_pattern(pattern: str, where: Path, at: Path, problems: _Problems) -> bool:
     """An ARN pattern whose principal type, and for an assumed role the role name, are
     written out: a wildcard in the type (`...:123456789012:*`) would match the root user, and
     in the role name (`assumed-role/*/alice`) it would leave only the session name, which the
     caller chooses.
     """
-    _printable_ascii(pattern, where)
+    if not _printable_ascii(pattern, where, problems, at=at):
+        return False
     if " " in pattern:
-        raise PolicyError(f"{where}: {pattern!r} holds a space; an ARN never does")
+        problems.add(where, f"{pattern!r} holds a space; an ARN never does", at=at)
+        return False
     match = _PRINCIPAL_ARN.fullmatch(pattern)
     if match is None:
-        raise PolicyError(
-            f"{where}: {pattern!r} must be an ARN pattern "
-            "(arn:PARTITION:SERVICE::ACCOUNT:TYPE/NAME...)"
+        problems.add(
+            where,
+            f"{pattern!r} must be an ARN pattern (arn:PARTITION:SERVICE::ACCOUNT:TYPE/NAME...)",
+            at=at,
         )
+        return False
     segments = match["resource"].split("/")
     if _WILDCARDS & set(segments[0]):
-        raise PolicyError(
-            f"{where}: {pattern!r}: write the principal type out (root, user/..., role/..., "
+        problems.add(
+            where,
+            f"{pattern!r}: write the principal type out (root, user/..., role/..., "
             "assumed-role/ROLE/SESSION, federated-user/...); a wildcard there matches the "
-            "account's root user too"
+            "account's root user too",
+            at=at,
         )
+        return False
     if segments[0] == "assumed-role" and len(segments) > 1 and _WILDCARDS & set(segments[1]):
-        raise PolicyError(
-            f"{where}: {pattern!r}: write the role name out; the session name after it is "
-            "chosen by whoever assumes a role, so a wildcard role would admit anyone able to "
-            "assume any matching role"
+        problems.add(
+            where,
+            f"{pattern!r}: write the role name out; the session name after it is chosen by "
+            "whoever assumes a role, so a wildcard role would admit anyone able to assume any "
+            "matching role",
+            at=at,
         )
+        return False
+    return True
 
 
-def _printable_ascii(text: str, where: str, *, what: str = "") -> None:
+def _printable_ascii(
+    text: str, where: Path, problems: _Problems, *, what: str = "", at: Path | None = None
+) -> bool:
     """Tag keys, tag values and principal patterns: printable ASCII (space to tilde) only."""
     for char in text:
         if not " " <= char <= "~":
-            raise PolicyError(
-                f"{where}: {what}{text[:64]!r} holds {char!r} (U+{ord(char):04X}); only printable "
-                "ASCII is allowed, so that no look-alike character can pass for another"
+            problems.add(
+                where,
+                f"{what}{text[:64]!r} holds {char!r} (U+{ord(char):04X}); only printable "
+                "ASCII is allowed, so that no look-alike character can pass for another",
+                at=at,
             )
+            return False
+    return True
 
 
 def _object(
     raw: object,
-    where: str,
+    where: Path,
+    problems: _Problems,
     *,
     required: frozenset[str] = frozenset(),
     optional: frozenset[str] = frozenset(),
-) -> Mapping[str, Any]:
+) -> Mapping[str, Any] | None:
+    """The mapping, its unknown and missing fields reported; None when it is no mapping."""
     if not isinstance(raw, Mapping):
-        raise PolicyError(f"{where}: must be a mapping, got {type(raw).__name__}")
+        problems.add(where, f"must be a mapping, got {type(raw).__name__}")
+        return None
     allowed = required | optional
-    unknown = sorted(str(key) for key in raw if key not in allowed)
-    if unknown:
-        raise PolicyError(
-            f"{where}: unknown field {unknown[0]!r} (expected {', '.join(sorted(allowed))})"
-        )
-    missing = sorted(required - set(raw))
-    if missing:
-        raise PolicyError(f"{where}.{missing[0]}: required field is missing")
+    expected = ", ".join(sorted(allowed))
+    for key in raw:
+        if key not in allowed:
+            problems.add(
+                where, f"unknown field {str(key)!r} (expected {expected})", at=(*where, key)
+            )
+    for missing in sorted(required - set(raw)):
+        problems.add((*where, missing), "required field is missing", at=where)
     return raw
 
 
-def _strings(raw: object, where: str) -> tuple[str, ...]:
+def _strings(raw: object, where: Path, problems: _Problems) -> tuple[str, ...] | None:
     if not isinstance(raw, list) or not raw:
-        raise PolicyError(f"{where}: must be a non-empty list of strings")
+        problems.add(where, "must be a non-empty list of strings")
+        return None
+    # The first item that is not a string ends the check: an alias bomb is never walked.
     if not all(isinstance(item, str) and item for item in raw):
-        raise PolicyError(f"{where}: every item must be a non-empty string")
+        problems.add(where, "every item must be a non-empty string")
+        return None
     return tuple(raw)

@@ -78,30 +78,18 @@ def _describer_with_destinations(
     settings: Settings, clients: Clients, policies: _RememberingPolicySource
 ) -> DescribeGroups:
     """Groups by id as they are now, each with the VPC caches its tag names (looked up)."""
-    describe_security_groups = _group_describer(settings, clients)
-    resolve_destinations = _destination_resolver(settings, clients, describe_security_groups)
+    describe_security_groups = build_group_describer(settings, clients)
+    resolve_destinations = build_destination_resolver(settings, clients, describe_security_groups)
 
     def describe(group_ids: Sequence[str]) -> dict[str, SecurityGroupFacts]:
         """The tagged groups as they are now, each with the VPC caches its tag names.
 
         The caller reads the policy just before it calls this, so the lookups follow the
-        very policy the decision will use. Policies without VPC targets make no ElastiCache
-        call here.
+        very policy the decision will use.
         """
-        groups = describe_security_groups(group_ids)
         policy = policies.last or policies.current()
-        named = {
-            group_id: named_vpc_destinations(group, policy, settings.region)
-            for group_id, group in groups.items()
-        }
-        wanted = [destination for destinations in named.values() for destination in destinations]
-        if not wanted:
-            return groups
-        found = resolve_destinations(wanted)
-        return {
-            group_id: _with_destinations(group, {d: found[d] for d in named[group_id]})
-            for group_id, group in groups.items()
-        }
+        groups = describe_security_groups(group_ids)
+        return with_named_destinations(groups, policy, settings.region, resolve_destinations)
 
     return describe
 
@@ -238,8 +226,8 @@ def build_reconciler(
         list_groups=list_groups,
         read_granted=read_granted,
         read_rules=read_rules,
-        resolve_destinations=_destination_resolver(
-            settings, clients, _group_describer(settings, clients)
+        resolve_destinations=build_destination_resolver(
+            settings, clients, build_group_describer(settings, clients)
         ),
         granter=cache(partial(build_granter, settings, clients)),
         cursors=cursors,
@@ -251,7 +239,30 @@ def build_reconciler(
     )
 
 
-def _group_describer(settings: Settings, clients: Clients) -> DescribeGroups:
+def with_named_destinations(
+    groups: Mapping[str, SecurityGroupFacts],
+    policy: Policy,
+    region: str,
+    resolve: ResolveDestinations,
+) -> dict[str, SecurityGroupFacts]:
+    """The groups, each with the VPC caches its tag names looked up (once each), as
+    `decide` needs them. Policies without VPC targets make no ElastiCache call here.
+    """
+    named = {
+        group_id: named_vpc_destinations(group, policy, region)
+        for group_id, group in groups.items()
+    }
+    wanted = [destination for destinations in named.values() for destination in destinations]
+    if not wanted:
+        return dict(groups)
+    found = resolve(wanted)
+    return {
+        group_id: _with_destinations(group, {d: found[d] for d in named[group_id]})
+        for group_id, group in groups.items()
+    }
+
+
+def build_group_describer(settings: Settings, clients: Clients) -> DescribeGroups:
     """Security groups by id, as they are now (EC2 adapter)."""
 
     def describe(group_ids: Sequence[str]) -> dict[str, SecurityGroupFacts]:
@@ -262,7 +273,7 @@ def _group_describer(settings: Settings, clients: Clients) -> DescribeGroups:
     return describe
 
 
-def _destination_resolver(
+def build_destination_resolver(
     settings: Settings, clients: Clients, describe: DescribeGroups
 ) -> ResolveDestinations:
     """The VPC caches a policy names, looked up: their security group, port and VPC."""

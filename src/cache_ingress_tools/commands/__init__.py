@@ -27,6 +27,9 @@ COMMANDS: Final[dict[str, Command]] = {
     "emulator": Command(
         "run the embedded AWS (moto + cache security groups) until Ctrl-C", emulator=True
     ),
+    "explain": Command(
+        "why a security group is or is not granted a target: every rule, its fact, its verdict"
+    ),
     "invoke": Command(
         "run the function on a sample event against the embedded AWS (no Docker)",
         emulator=True,
@@ -36,6 +39,10 @@ COMMANDS: Final[dict[str, Command]] = {
     ),
     "hold": Command("stop one (group, target) pair from being granted, with a reason"),
     "peek": Command("list the dead-letter queue without consuming it"),
+    "plan": Command(
+        "what a new policy would change: every tagged pair under both policies (read-only)"
+    ),
+    "policy": Command("validate a policy before it is deployed (offline)"),
     "reconcile": Command(
         "sweep every tagged security group and repair missing ingress (or --dry-run)"
     ),

@@ -64,15 +64,37 @@ def add_aws_arguments(parser: argparse.ArgumentParser | Any, *, stack_help: str)
     )
 
 
+# The only operations a read-only command (`explain`, `plan`) may call.
+READ_OPERATIONS: Final = ("Describe", "Get", "List", "Lookup")
+
+
+class WriteRefusedError(RuntimeError):
+    """A read-only command was about to call an operation that changes something."""
+
+
+def refuse_writes(model: Any, **_: Any) -> None:
+    """botocore's `before-call` hook of a read-only command's clients: an operation that is
+    not a read (Describe*, Get*, List*, Lookup*) is refused before any request is sent.
+    """
+    if not str(model.name).startswith(READ_OPERATIONS):
+        raise WriteRefusedError(
+            f"{model.service_model.service_name}:{model.name} refused: this command only reads"
+        )
+
+
 @dataclass
 class Connection:
     """One boto3 session for the command. Clients are made here, in the main thread,
     because creating clients from one session in several threads at once is not safe.
+
+    With `read_only`, every client refuses any call that is not a read (`refuse_writes`):
+    a command that promises to change nothing cannot, whatever code it runs.
     """
 
     session: Any
     endpoint_url: str | None
     pool_size: int = 10
+    read_only: bool = False
     _stack_description: tuple[dict[str, str], dict[str, str]] | None = field(
         default=None, repr=False
     )
@@ -80,7 +102,9 @@ class Connection:
     _caller_arn: str | None = field(default=None, repr=False)
 
     @classmethod
-    def from_arguments(cls, arguments: argparse.Namespace, *, pool_size: int = 10) -> Connection:
+    def from_arguments(
+        cls, arguments: argparse.Namespace, *, pool_size: int = 10, read_only: bool = False
+    ) -> Connection:
         """The session of --profile and --region (or AWS_REGION, or the profile's region)."""
         import boto3  # noqa: PLC0415 - only commands that reach AWS pay for it
         from botocore.exceptions import BotoCoreError  # noqa: PLC0415
@@ -96,7 +120,7 @@ class Connection:
             raise UsageError(f"{exc}: pass an existing --profile, or none") from exc
         if not session.region_name:
             raise UsageError("no AWS region: pass --region or set AWS_REGION")
-        return cls(session, arguments.endpoint_url, pool_size)
+        return cls(session, arguments.endpoint_url, pool_size, read_only)
 
     @property
     def region(self) -> str:
@@ -109,11 +133,14 @@ class Connection:
             max_pool_connections=self.pool_size,
             retries={"mode": "standard", "total_max_attempts": 5},
         )
-        return self.session.client(
+        client = self.session.client(
             service,
             endpoint_url=self.endpoint_for(service),
             config=pool.merge(config) if config is not None else pool,
         )
+        if self.read_only:
+            client.meta.events.register("before-call", refuse_writes)
+        return client
 
     def endpoint_for(self, _service: str) -> str | None:
         """Where calls to a service go: --endpoint-url, or AWS's own endpoint."""
@@ -327,15 +354,22 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def shown_path(path: str | os.PathLike[str]) -> str:
+    """A path as a person would type it here: relative when it is below the working folder."""
+    from pathlib import Path  # noqa: PLC0415
+
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except (ValueError, OSError):
+        return str(path)
+
+
 def shorten(text: str | None, limit: int) -> str:
     """One line of at most `limit` characters; `-` for nothing."""
     if not text:
         return "-"
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-# --- progress -----------------------------------------------------------------------------
 
 
 class Progress:

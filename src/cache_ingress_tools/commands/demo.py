@@ -351,9 +351,7 @@ def _local_authorizer(target: Target, **environment: str) -> Authorizer:
             **environment,
         }
     )
-    clients = Clients(scenario.region)
-    for service in ("ec2", "elasticache", "dynamodb", "sqs", "ssm"):
-        clients.inject(service, target.client(service))
+    clients = Clients(scenario.region, factory=lambda service, _config: target.client(service))
     return build_authorizer(settings, clients)
 
 

@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -25,6 +25,7 @@ from cache_ingress_tools.local_invoke import (
     render,
     running_target,
 )
+from cache_ingress_tools.sam_config import SamConfigError, parse_parameter_overrides
 
 EXIT_RETURNED: Final = 0
 EXIT_RAISED: Final = 1
@@ -96,21 +97,9 @@ def run(arguments: argparse.Namespace, stdout: IO[str] | None = None) -> int:
                 parameter_overrides=overrides,
             )
             render(result, out, event_label=str(arguments.event))
-    except (LocalInvokeError, TemplateError, ScenarioError, EmulatorError) as exc:
+    except (LocalInvokeError, TemplateError, ScenarioError, EmulatorError, SamConfigError) as exc:
         return UsageError(str(exc)).report("invoke")
     return EXIT_RETURNED if result.error is None else EXIT_RAISED
-
-
-def parse_parameter_overrides(values: Sequence[str]) -> dict[str, str]:
-    """``Key=Value`` items, as `sam local invoke --parameter-overrides` takes them."""
-    overrides: dict[str, str] = {}
-    for value in values:
-        for item in value.split():
-            key, separator, text = item.partition("=")
-            if not separator or not key:
-                raise LocalInvokeError(f"--parameter-overrides {item!r}: expected KEY=VALUE")
-            overrides[key] = text
-    return overrides
 
 
 def _read_event(path: Path) -> Any:

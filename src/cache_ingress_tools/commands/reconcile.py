@@ -47,7 +47,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_DRIFT = 3
-SERVICES = ("ec2", "elasticache", "dynamodb", "ssm")
 HEADERS = ("STATUS", "GROUP ID", "GROUP NAME", "TARGET", "DESTINATION", "REASON")
 REASON_WIDTH = 90
 # Settings requires it; the sweep never sends to the dead-letter queue (Lambda's on-failure
@@ -154,7 +153,7 @@ def _reconciler(arguments: argparse.Namespace) -> Reconciler:
 
 def build_for(arguments: argparse.Namespace, connection: Connection) -> Reconciler:
     """The reconciler of these options on this connection (also `grants --check`'s)."""
-    from cache_ingress.aws import CLIENT_CONFIG, Clients  # noqa: PLC0415
+    from cache_ingress.aws import Clients  # noqa: PLC0415
     from cache_ingress.errors import PolicyError, SettingsError  # noqa: PLC0415
     from cache_ingress.settings import ReconcileOptions, Settings  # noqa: PLC0415
     from cache_ingress.wiring import build_reconciler  # noqa: PLC0415
@@ -165,9 +164,7 @@ def build_for(arguments: argparse.Namespace, connection: Connection) -> Reconcil
         options = ReconcileOptions.from_environ(environment)
     except SettingsError as exc:
         raise UsageError(str(exc)) from exc
-    clients = Clients(settings.region)
-    for service in SERVICES:
-        clients.inject(service, connection.client(service, CLIENT_CONFIG))
+    clients = Clients(settings.region, factory=connection.client)
     reconciler = build_reconciler(settings, options, clients)
     try:
         reconciler.policy()

@@ -61,7 +61,6 @@ DEFAULT_CONCURRENCY = 8
 REPLAY_VISIBILITY_SECONDS = 900
 # A synchronous invoke lasts as long as the function runs (at most 15 minutes).
 INVOKE_READ_TIMEOUT_SECONDS = 900
-LOCAL_SERVICES = ("ec2", "elasticache", "dynamodb", "ssm", "sqs")
 HEADERS = ("RESULT", "EVENT ID", "ORIGIN", "GROUPS", "STATUS", "REASON")
 STOPPING = "stopping: no new replays; the rest is made visible now, the replays under way finish"
 
@@ -242,7 +241,7 @@ def local_replayer(
     is read once before any message is: one that cannot be read stops the run at once.
     """
     # Imported here: the function's code is needed by --local only.
-    from cache_ingress.aws import CLIENT_CONFIG, Clients  # noqa: PLC0415
+    from cache_ingress.aws import Clients  # noqa: PLC0415
     from cache_ingress.errors import PolicyError, SettingsError  # noqa: PLC0415
     from cache_ingress.settings import Settings  # noqa: PLC0415
     from cache_ingress.wiring import build_authorizer, build_policy_source  # noqa: PLC0415
@@ -262,9 +261,7 @@ def local_replayer(
         settings = Settings.from_environ(environment)
     except SettingsError as exc:
         raise UsageError(f"--local: {exc}") from exc
-    clients = Clients(settings.region)
-    for service in LOCAL_SERVICES:
-        clients.inject(service, connection.client(service, CLIENT_CONFIG))
+    clients = Clients(settings.region, factory=connection.client)
     try:
         build_policy_source(settings, clients).current()
     except PolicyError as exc:

@@ -40,6 +40,7 @@ from cache_ingress_tools.local_invoke.template import (
     FunctionDefinition,
     TemplateError,
     load_template,
+    parameter_values,
     resolve_function,
     sam_pseudo_parameters,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "invoke",
     "load_env_vars_file",
     "load_template",
+    "parameter_values",
     "project_root",
     "read_state",
     "rebase",

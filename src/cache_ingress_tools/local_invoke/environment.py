@@ -24,6 +24,9 @@ from cache_ingress_tools.local_invoke.template import (
 )
 
 ENDPOINT_VARIABLE: Final = "AWS_ENDPOINT_URL"
+# Settings the function reads that the template does not declare, so no env-vars file can
+# set them (cache_ingress.settings): a policy file is the one people try.
+POLICY_VARIABLES: Final = frozenset({"POLICY_FILE"})
 # `sam local` resolves AWS::AccountId and AWS::Region to these unless told otherwise.
 SAM_DEFAULT_ACCOUNT: Final = "123456789012"
 SAM_DEFAULT_REGION: Final = "us-east-1"
@@ -83,6 +86,37 @@ def apply_env_vars(
         if name in result:
             result[name] = _sam_string(value)
     return result
+
+
+def ignored_env_vars(
+    environment: Mapping[str, str], env_vars: Mapping[str, Any], logical_id: str
+) -> list[tuple[str, str]]:
+    """The (section, variable) pairs of an env-vars file that SAM ignores for `logical_id`:
+    those its template does not declare (see `apply_env_vars`)."""
+    return [
+        (section, name)
+        for section in ("Parameters", logical_id)
+        for name in env_vars.get(section, {})
+        if name not in environment
+    ]
+
+
+def _ignored_notes(ignored: list[tuple[str, str]], logical_id: str) -> list[str]:
+    notes = []
+    for section, name in ignored:
+        note = (
+            f"{section}.{name} in the env-vars file is ignored: {logical_id} does not declare "
+            "it in the template, and SAM passes only the variables a function declares"
+        )
+        if name in POLICY_VARIABLES:
+            note += (
+                "; the function reads its bundled policy (functions/authorizer/cache_ingress/"
+                "policy.yaml, packaged by `sam build`) or the stack's PolicyParameterName: "
+                "edit the bundled policy, or check another file with `cache-ingress policy "
+                "validate FILE` and `cache-ingress explain --policy-file FILE`"
+            )
+        notes.append(note)
+    return notes
 
 
 def _sam_string(value: Any) -> str:
@@ -162,6 +196,7 @@ def function_environment(
     declared = dict(function.environment)
     notes: list[str] = []
     if env_vars is not None:
+        notes.extend(_ignored_notes(ignored_env_vars(declared, env_vars, logical_id), logical_id))
         declared = apply_env_vars(declared, env_vars, logical_id)
         container_endpoint = declared.get(ENDPOINT_VARIABLE, "")
         if container_endpoint and container_endpoint != target.endpoint_url:

@@ -155,6 +155,23 @@ def resolve_function(
     )
 
 
+def parameter_values(
+    template: Mapping[str, Any], overrides: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The template's parameters as a deployment would see them: each override (checked
+    against the parameter's AllowedValues and AllowedPattern), else its default; a
+    CommaDelimitedList as a list. Raises TemplateError for an override of no parameter.
+    """
+    resolver = _Resolver(
+        template,
+        pseudo={},
+        parameter_overrides=overrides or {},
+        resource_refs={},
+        resource_attributes={},
+    )
+    return resolver.parameters
+
+
 def _stringify(value: Any) -> str:
     # Lambda environment values are strings; CloudFormation writes booleans lower-case.
     if isinstance(value, bool):
@@ -198,6 +215,10 @@ class _Resolver:
             "Fn::Or": self._or,
             "Condition": self._condition,
         }
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return dict(self._parameters)
 
     def value(self, node: Any, where: str) -> Any:
         if isinstance(node, dict) and len(node) == 1:

@@ -33,7 +33,13 @@ from __future__ import annotations
 from cache_ingress.reconcile.cursor import CURSOR_KEY, Cursor, CursorStore, StoredCursor
 from cache_ingress.reconcile.listing import GroupPage, tagged_group_page
 from cache_ingress.reconcile.report import PairResult, PairStatus, Report
-from cache_ingress.reconcile.sweep import Budget, ReconcileError, Reconciler, new_run_id
+from cache_ingress.reconcile.sweep import (
+    Budget,
+    Preview,
+    ReconcileError,
+    Reconciler,
+    new_run_id,
+)
 from cache_ingress.settings import ReconcileOptions
 from cache_ingress.wiring import build_reconciler, current_reconciler
 
@@ -45,6 +51,7 @@ __all__ = [
     "GroupPage",
     "PairResult",
     "PairStatus",
+    "Preview",
     "ReconcileError",
     "ReconcileOptions",
     "Reconciler",

@@ -12,11 +12,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from cache_ingress.decisions import Plan, decide, named_vpc_destinations
+from cache_ingress.decisions import PairTrace, Plan, decide, explain, named_vpc_destinations
 from cache_ingress.errors import AwsCallError, CacheIngressError, TransientFailureError
 from cache_ingress.granted_state import GrantedView, ReadClassic, ReadRules
 from cache_ingress.holds import apply_holds
@@ -66,13 +66,19 @@ class _PageEnd(StrEnum):
     TRANSIENT = "transient"
 
 
+class RemainingTime(Protocol):
+    """What the budget reads of a Lambda context (or of a deadline that acts like one)."""
+
+    def get_remaining_time_in_millis(self) -> int: ...
+
+
 class Budget:
     """Whether there is time for one more step: the reserve plus the slowest listing seen.
 
     Without a Lambda context (the operator's command) there is no limit.
     """
 
-    def __init__(self, context: LambdaContext | None, reserve_ms: int) -> None:
+    def __init__(self, context: RemainingTime | None, reserve_ms: int) -> None:
         self._context = context
         self._reserve_ms = reserve_ms
         self._slowest_ms = 0
@@ -193,6 +199,54 @@ class Reconciler:
         report = self.new_report(dry_run)
         self.sweep(report, context, resume=resume)
         return report
+
+    def preview(
+        self,
+        policies: Mapping[str, Policy],
+        context: RemainingTime | None = None,
+        *,
+        reserve_ms: int | None = None,
+        on_page: Callable[[GroupPage], None] | None = None,
+    ) -> dict[str, Preview]:
+        """A dry run of the sweep under each of `policies` at once (`cache-ingress plan`):
+        one listing of the tagged groups, page by page, each page decided under every
+        policy, with one read of what is granted and of each VPC cache, and every pair's
+        trace. Nothing is granted and no resume token is read or written; with `context`,
+        it stops as a run does when its time runs out (the reports say `stopped`). Raises as
+        `sweep` does when the listing fails.
+        """
+        previews = {name: Preview(self.new_report(dry_run=True)) for name in policies}
+        budget = Budget(
+            context, self._options.time_reserve_ms if reserve_ms is None else reserve_ms
+        )
+        granted = GrantedView(self._read_granted, self._read_rules)
+        destinations: dict[VpcDestination, DestinationFacts] = {}
+        runs = {
+            name: _Run(policy, granted, None, budget, destinations=destinations)
+            for name, policy in policies.items()
+        }
+        place = _Place(None, None, from_cursor=False, store=None)
+        token: str | None = None
+        while True:
+            if budget.exhausted():
+                _set_status(previews, "stopped")
+                return previews
+            page = self._next_page(next(iter(previews.values())).report, place, token, budget)
+            if page is None:  # only a resumed token is ever refused; this run has none
+                raise ReconcileError("the listing refused the first page")
+            for name, run in runs.items():
+                report = previews[name].report
+                report.pages += 1
+                report.groups_seen += len(page.groups)
+                self._reconcile_page(report, page, run)
+                for trace in self._trace_page(report.run_id, page, run):
+                    previews[name].traces[(trace.group_id, trace.target)] = trace
+            if on_page is not None:
+                on_page(page)
+            token = page.next_token
+            if token is None:
+                _set_status(previews, "completed")
+                return previews
 
     def new_report(self, dry_run: bool | None = None) -> Report:
         return Report(
@@ -385,14 +439,7 @@ class Reconciler:
     def _reconcile_page(self, report: Report, page: GroupPage, run: _Run) -> _PageEnd:
         settings = self._settings
         groups = self._with_destinations(page.groups, run)
-        request = TagRequest(
-            event_id=report.run_id,
-            source=SOURCE,
-            detail_type=DETAIL_TYPE,
-            account=settings.account_id,
-            region=settings.region,
-            group_ids=tuple(group.group_id for group in groups),
-        )
+        request = self._page_request(report.run_id, groups)
         plan = decide(
             request,
             {group.group_id: group for group in groups},
@@ -432,6 +479,29 @@ class Reconciler:
             return plan
         pairs = sorted({(grant.group_id, grant.target) for grant in plan.grants})
         return apply_holds(plan, run.ledger.holds_for(pairs), None)
+
+    def _page_request(self, run_id: str, groups: Sequence[SecurityGroupFacts]) -> TagRequest:
+        """A page as the decision sees it: a request naming its groups, from no principal."""
+        return TagRequest(
+            event_id=run_id,
+            source=SOURCE,
+            detail_type=DETAIL_TYPE,
+            account=self._settings.account_id,
+            region=self._settings.region,
+            group_ids=tuple(group.group_id for group in groups),
+        )
+
+    def _trace_page(self, run_id: str, page: GroupPage, run: _Run) -> tuple[PairTrace, ...]:
+        """The page's pairs with every rule's check: what `_reconcile_page` decided, traced
+        (its lookups are the run's, made already)."""
+        groups = self._with_destinations(page.groups, run)
+        return explain(
+            self._page_request(run_id, groups),
+            {group.group_id: group for group in groups},
+            run.policy,
+            account_id=self._settings.account_id,
+            region=self._settings.region,
+        )
 
     def _with_destinations(
         self, groups: Sequence[SecurityGroupFacts], run: _Run
@@ -493,6 +563,20 @@ def _with_cache_facts(
             f"group {facts.group_id} in {facts.vpc_id or 'no VPC'}: no event can grant it",
         )
     return decision
+
+
+@dataclass
+class Preview:
+    """One policy's side of `Reconciler.preview`: the sweep's report (what is granted, what
+    it would repair) and each pair's trace, by (group id, target)."""
+
+    report: Report
+    traces: dict[tuple[str, str | None], PairTrace] = field(default_factory=dict)
+
+
+def _set_status(previews: Mapping[str, Preview], status: str) -> None:
+    for preview in previews.values():
+        preview.report.status = status
 
 
 def _repair(
