@@ -428,6 +428,25 @@ def test_a_gated_vpc_cache_pair_is_in_sync_when_its_rule_exists_and_not_needs_ev
     assert report.counts()["needs-event"] == 0
 
 
+def test_a_gated_pair_on_a_cache_that_cannot_be_looked_up_fails_and_is_not_needs_event(
+    reconciler: Callable[..., Reconciler], clients: dict[str, Any]
+) -> None:
+    # The sweep names no principal, so `principals` denies every gated pair first; rules the
+    # function checks after it still apply (docs/reconcile.md): an event could not grant a
+    # pair on a cache that does not exist either, so it fails as an ungated pair would.
+    clients["ec2"].create_tags(
+        Resources=[SESSIONS_APP], Tags=[{"Key": "cache-ingress", "Value": "sessions"}]
+    )
+
+    report = reconciler(GATED_VPC.replace("sessions-redis", "no-such-redis")).run(CONTEXT)
+
+    [pair] = [p for p in report.pairs if p.decision.group_id == SESSIONS_APP]
+    assert str(pair.status) == "failed", pair
+    assert pair.decision.error_code == "ReplicationGroupNotFoundFault"
+    assert "no-such-redis" in pair.decision.reason
+    assert report.counts()["needs-event"] == 0
+
+
 def test_a_principal_gated_classic_pair_granted_by_its_event_stays_in_sync(
     reconciler: Callable[..., Reconciler],
     grant_by_event: Callable[..., dict[str, Any]],

@@ -36,7 +36,7 @@ from cache_ingress.ownership import GrantOrigin
 from cache_ingress.reconcile.cursor import Cursor, CursorStore
 from cache_ingress.reconcile.listing import GroupPage
 from cache_ingress.reconcile.report import PairResult, PairStatus, Report
-from cache_ingress.reconcile.verdicts import judge, settled
+from cache_ingress.reconcile.verdicts import PRINCIPAL_RULES, beyond_principals, judge, settled
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -450,8 +450,15 @@ class Reconciler:
         first = len(report.pairs)
         plan = self._held(plan, run)
         by_id = {group.group_id: group for group in groups}
+        traces: dict[tuple[str, str | None], PairTrace] | None = None
         for denial in plan.decisions:
-            with_facts = _with_cache_facts(denial, by_id, run.policy)
+            read = denial
+            if denial.rule in PRINCIPAL_RULES:
+                # The rules after `principals`, which decide() did not read (pure, per page).
+                if traces is None:
+                    traces = self._traces(request, by_id, run.policy)
+                read = beyond_principals(denial, traces.get((denial.group_id, denial.target)))
+            with_facts = _with_cache_facts(read, by_id, run.policy)
             report.pairs.append(judge(report.run_id, with_facts, run.granted))
         for grant in plan.grants:
             known = settled(report.run_id, grant, run.granted)
@@ -479,6 +486,18 @@ class Reconciler:
             return plan
         pairs = sorted({(grant.group_id, grant.target) for grant in plan.grants})
         return apply_holds(plan, run.ledger.holds_for(pairs), None)
+
+    def _traces(
+        self, request: TagRequest, groups: Mapping[str, SecurityGroupFacts], policy: Policy
+    ) -> dict[tuple[str, str | None], PairTrace]:
+        traces = explain(
+            request,
+            groups,
+            policy,
+            account_id=self._settings.account_id,
+            region=self._settings.region,
+        )
+        return {(trace.group_id, trace.target): trace for trace in traces}
 
     def _page_request(self, run_id: str, groups: Sequence[SecurityGroupFacts]) -> TagRequest:
         """A page as the decision sees it: a request naming its groups, from no principal."""
@@ -544,25 +563,16 @@ def _with_cache_facts(
 ) -> Decision:
     """A denial of a VPC cache target, with the cache's security group and port the run
     looked up (the decision of a denial names only what the policy says), so that whether
-    the pair is granted anyway can be read. A pair denied only for its principal whose group
-    is not in the cache's VPC is denied by `same-vpc`: no event could grant it either.
+    the pair is granted anyway can be read.
     """
     target = policy.targets.get(decision.target or "")
     group = groups.get(decision.group_id)
     if decision.outcome is not Outcome.DENIED or target is None or target.vpc is None:
         return decision
     facts = group.destinations.get(target.vpc) if group is not None else None
-    if not isinstance(facts, VpcCacheFacts) or group is None:
+    if not isinstance(facts, VpcCacheFacts):
         return decision
-    decision = replace(decision, vpc_security_group=facts.group_id, port=facts.port)
-    if decision.rule in ("principals", "principal-binding") and group.vpc_id != facts.vpc_id:
-        return replace(
-            decision,
-            rule="same-vpc",
-            reason=f"the group is in {group.vpc_id or 'no VPC'} and the cache's security "
-            f"group {facts.group_id} in {facts.vpc_id or 'no VPC'}: no event can grant it",
-        )
-    return decision
+    return replace(decision, vpc_security_group=facts.group_id, port=facts.port)
 
 
 @dataclass
