@@ -27,7 +27,7 @@ from tests.integration.conftest import (  # noqa: F401 - fixtures
     make_authorizer,
     world,
 )
-from tests.support.events import ACCOUNT, ORDERS_GROUP, tag_change
+from tests.support.events import ACCOUNT, ORDERS_GROUP, STAGING_GROUP, tag_change
 from tests.support.lambda_context import FakeLambdaContext
 
 pytestmark = pytest.mark.cli
@@ -288,3 +288,159 @@ def _exit_status(call: Callable[[], int]) -> int:
         return call()
     except SystemExit as exc:
         return int(exc.code or 0)
+
+
+# --- explain and plan read the ledger (docs/policy.md) ----------------------------------------
+
+
+def explained(capsys: pytest.CaptureFixture[str], *arguments: str) -> dict[str, Any]:
+    status, out, err = run(capsys, "explain", "--json", "--group", ORDERS_GROUP, *arguments)
+    assert (status, err) == (0, "")
+    document: dict[str, Any] = json.loads(out)
+    return document
+
+
+def test_explain_shows_a_hold_as_the_rule_that_denies_a_pair_the_policy_allows(
+    function_environment: dict[str, str],
+    policy_file: str,
+    ledger: Ledger,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    oncall = f"arn:aws:iam::{ACCOUNT}:user/oncall"
+    ledger.hold(ORDERS_GROUP, "orders", reason="incident 123", by=oncall)
+
+    document = explained(capsys, "--target", "orders")
+
+    assert document["ledgerRead"] is True
+    [pair] = document["pairs"]
+    assert (pair["outcome"], pair["rule"]) == ("denied", "hold")
+    assert "incident 123" in pair["reason"] and oncall in pair["reason"]
+    assert (pair["checks"][-1]["rule"], pair["checks"][-1]["verdict"]) == ("hold", "denies")
+    assert [c["verdict"] for c in pair["checks"][:-1] if c["verdict"] == "denies"] == []
+    assert (pair["hold"]["reason"], pair["hold"]["heldBy"]) == ("incident 123", oncall)
+
+
+def test_explain_without_a_hold_shows_the_hold_check_holding_and_nothing_to_revoke(
+    function_environment: dict[str, str],
+    policy_file: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    [pair] = explained(capsys, "--target", "orders")["pairs"]
+
+    assert pair["outcome"] == "allowed"
+    assert (pair["checks"][-1]["rule"], pair["checks"][-1]["verdict"]) == ("hold", "holds")
+    assert pair["revocation"]["revoke"] is True
+    assert pair["revocation"]["summary"].startswith("nothing to revoke")
+
+
+def test_explain_says_the_function_would_revoke_its_own_grant_and_changes_nothing(
+    function_environment: dict[str, str],
+    handle: Callable[[dict[str, Any]], dict[str, Any]],
+    clients: dict[str, Any],
+    ledger: Ledger,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    handle(tag_change(ORDERS_GROUP))  # the function grants: its entry is in force
+    untag(clients)
+
+    document = explained(capsys)
+
+    # The group's tag names no target now: the group's line says what revocation would do.
+    [pair] = document["pairs"]
+    assert pair["target"] is None
+    revocation = pair["revocation"]
+    assert [f["outcome"] for f in revocation["findings"]] == ["would revoke orders"]
+    assert "no longer names orders" in revocation["findings"][0]["reason"]
+    status, out, _ = run(capsys, "explain", "--group", ORDERS_GROUP)
+    assert status == 0
+    assert "revocation: would revoke orders" in out
+    # Only read: the grant and its entry are as they were.
+    assert "orders-app" in _admitted(clients, ORDERS)
+    [entry] = ledger.live(ORDERS_GROUP)
+    assert str(entry.status) == "in-force"
+
+
+def test_explain_says_a_grant_the_function_does_not_own_is_left(
+    function_environment: dict[str, str],
+    handle: Callable[[dict[str, Any]], dict[str, Any]],
+    clients: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _grant_by_hand(clients)
+    handle(tag_change(ORDERS_GROUP))  # already-authorized: recorded, not owned
+    untag(clients)
+
+    [pair] = explained(capsys, "--target", "orders")["pairs"]
+
+    assert pair["assumedTag"] == "orders"
+    [finding] = pair["revocation"]["findings"]
+    assert finding["outcome"] == "not-owned"
+    assert "does not own the grant" in finding["reason"]
+
+
+def test_plan_reports_the_revocation_a_new_policy_causes_and_the_grant_it_leaves(
+    function_environment: dict[str, str],
+    handle: Callable[[dict[str, Any]], dict[str, Any]],
+    clients: dict[str, Any],
+    ledger: Ledger,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    handle(tag_change(ORDERS_GROUP))  # owned
+    clients["ec2"].create_tags(
+        Resources=[STAGING_GROUP], Tags=[{"Key": "cache-ingress", "Value": "orders"}]
+    )
+    _grant_by_hand(clients, "orders-staging-app")  # beyond policy, not the function's
+    stricter = tmp_path / "stricter.yaml"
+    stricter.write_text(POLICY.replace("env: prod", "env: qa"), encoding="utf-8")
+
+    status, out, err = run(capsys, "plan", "--json", "--policy-file", str(stricter))
+
+    assert (status, err) == (2, "")
+    document = json.loads(out)
+    assert document["ledgerRead"] is True
+    changes = {(c["groupId"], c["change"]): c for c in document["changes"]}
+    revoked = changes[(ORDERS_GROUP, "revoked")]
+    assert revoked["revocation"]["status"] == "would-revoke"
+    assert "revoked" in revoked["effect"] and "env" in revoked["effect"]
+    assert document["counts"]["revoked"] == 1
+    # The staging group was denied before and is now: no change, and nothing of it revoked.
+    assert not [c for c in document["changes"] if c["groupId"] == STAGING_GROUP]
+    # Only read: the grants and the entry are as they were.
+    assert {"orders-app", "orders-staging-app"} <= _admitted(clients, ORDERS)
+    [entry] = ledger.live(ORDERS_GROUP)
+    assert str(entry.status) == "in-force"
+
+
+def test_plan_says_a_denied_grant_it_does_not_own_stays(
+    function_environment: dict[str, str],
+    handle: Callable[[dict[str, Any]], dict[str, Any]],
+    clients: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _grant_by_hand(clients)
+    handle(tag_change(ORDERS_GROUP))  # already-authorized: not owned
+    stricter = tmp_path / "stricter.yaml"
+    stricter.write_text(POLICY.replace("env: prod", "env: qa"), encoding="utf-8")
+
+    status, out, _ = run(capsys, "plan", "--policy-file", str(stricter))
+
+    assert status == 2
+    [row] = [line for line in out.splitlines() if ORDERS_GROUP in line]
+    assert row.startswith("deny") and "the grant stays: the function does not own it" in row
+
+
+def _grant_by_hand(clients: dict[str, Any], group_name: str = "orders-app") -> None:
+    clients["elasticache"].authorize_cache_security_group_ingress(
+        CacheSecurityGroupName=ORDERS,
+        EC2SecurityGroupName=group_name,
+        EC2SecurityGroupOwnerId=ACCOUNT,
+    )
+
+
+def _admitted(clients: dict[str, Any], name: str) -> set[str]:
+    [group] = clients["elasticache"].describe_cache_security_groups(CacheSecurityGroupName=name)[
+        "CacheSecurityGroups"
+    ]
+    return {pair["EC2SecurityGroupName"] for pair in group["EC2SecurityGroups"]}

@@ -40,6 +40,11 @@ class Hold:
         return f"{self.reason!r} (held{who}{when})"
 
 
+def hold_reason(hold: Hold) -> str:
+    """The reason of a denial by rule `hold`, as logs, summaries and `explain` show it."""
+    return f"a hold stands on this pair: {hold.summary}; `cache-ingress release` ends it"
+
+
 def apply_holds(plan: Plan, holds: Mapping[HoldKey, Hold], principal: str | None) -> Plan:
     """The plan with every grant a hold stands on turned into a denial by rule `hold`."""
     if not holds:
@@ -51,14 +56,7 @@ def apply_holds(plan: Plan, holds: Mapping[HoldKey, Hold], principal: str | None
         if hold is None:
             kept.append(grant)
             continue
-        denied.append(
-            grant.decision(
-                Outcome.DENIED,
-                f"a hold stands on this pair: {hold.summary}; `cache-ingress release` ends it",
-                principal,
-                rule=RULE,
-            )
-        )
+        denied.append(grant.decision(Outcome.DENIED, hold_reason(hold), principal, rule=RULE))
     return Plan(decisions=denied, grants=kept, unverified=list(plan.unverified))
 
 

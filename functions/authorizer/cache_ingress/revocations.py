@@ -63,7 +63,9 @@ if TYPE_CHECKING:
     from cache_ingress.policy import Policy
 
 KEY_PREFIX = "cache-ingress.revoke"
-DescribeGroups = Callable[[Sequence[str]], Mapping[str, SecurityGroupFacts]]
+# The groups as they are now, each with the VPC caches its tag names under the policy given
+# (the one the entries are judged by).
+DescribeGroups = Callable[[Sequence[str], "Policy"], Mapping[str, SecurityGroupFacts]]
 # The AWS revocation of one rule: True if it was revoked now, False if it was gone already.
 RevokeRule = Callable[[Grant, str | None], bool]
 
@@ -143,7 +145,7 @@ class Revoker:
         if not candidates:
             return []
         try:
-            self._know_groups(judging, {e.grant.group_id for e in candidates})
+            self._know_groups(judging, {e.grant.group_id for e in candidates}, policy)
             self._know_holds(judging, {e.pair for e in candidates})
         except AwsCallError as exc:
             return [_failed(entry, exc) for entry in candidates]
@@ -191,10 +193,10 @@ class Revoker:
             region=self._region,
         )
 
-    def _know_groups(self, judging: Judging, group_ids: set[str]) -> None:
+    def _know_groups(self, judging: Judging, group_ids: set[str], policy: Policy) -> None:
         missing = sorted(group_ids - set(judging.groups))
         if missing:
-            found = self._describe(missing)
+            found = self._describe(missing, policy)
             judging.groups.update({group_id: found.get(group_id) for group_id in missing})
 
     def _know_holds(self, judging: Judging, pairs: set[HoldKey]) -> None:
@@ -264,7 +266,9 @@ class Revoker:
         dry_run: bool,
     ) -> list[Decision]:
         try:
-            other_owners = self._other_owners(rule, {entry.key for entry, _ in gone}, judging)
+            other_owners = self._other_owners(
+                rule, {entry.key for entry, _ in gone}, judging, policy
+            )
         except AwsCallError as exc:
             return [_failed(entry, exc) for entry, _ in gone]
         reasons = [(o, self._judge(o, judging, policy)) for o in other_owners]
@@ -287,7 +291,9 @@ class Revoker:
             ]
         return self._revoke(rule, owners, by)
 
-    def _other_owners(self, rule: str, gone: set[str], judging: Judging) -> list[Entry]:
+    def _other_owners(
+        self, rule: str, gone: set[str], judging: Judging, policy: Policy
+    ) -> list[Entry]:
         """The rule's other owners, their groups and holds read; raises AwsCallError, and
         `InProgress` while another execution's grant of the rule is unresolved."""
         others = [o for o in self._ledger.owners(rule) if o.key not in gone]
@@ -300,7 +306,7 @@ class Revoker:
                 transient=True,
             )
         owners = [o for o in others if o.owned]
-        self._know_groups(judging, {o.grant.group_id for o in owners})
+        self._know_groups(judging, {o.grant.group_id for o in owners}, policy)
         self._know_holds(judging, {o.pair for o in owners})
         return owners
 

@@ -68,9 +68,7 @@ def build_authorizer(settings: Settings, clients: Clients | None = None) -> Auth
         dead_letters=dead_letters,
         verify_principal=build_principal_verifier(clients),
         ledger=ledger,
-        revoker=cache(partial(build_revoker, settings, clients, describe))
-        if ledger is not None
-        else None,
+        revoker=cache(partial(build_revoker, settings, clients)) if ledger is not None else None,
     )
 
 
@@ -109,10 +107,10 @@ def _ledger(settings: Settings, clients: Clients) -> Callable[[], Ledger] | None
     return ledger
 
 
-def build_revoker(settings: Settings, clients: Clients, describe: DescribeGroups) -> Revoker:
+def build_revoker(settings: Settings, clients: Clients) -> Revoker:
     """Revocation (only built when a policy revokes): the ledger, the two revoke adapters,
-    and idempotency records beside the grants'. `describe` reads groups as the decision does,
-    with the VPC caches their tags name."""
+    and idempotency records beside the grants'. Groups are read as the decision reads them,
+    with the VPC caches their tags name under the policy the entries are judged by."""
     from aws_lambda_powertools.utilities.idempotency import (  # noqa: PLC0415
         DynamoDBPersistenceLayer,
     )
@@ -134,6 +132,13 @@ def build_revoker(settings: Settings, clients: Clients, describe: DescribeGroups
         from cache_ingress.cache_security_groups import revoke  # noqa: PLC0415
 
         return revoke(clients.get("elasticache"), grant)
+
+    describe_security_groups = build_group_describer(settings, clients)
+    resolve_destinations = build_destination_resolver(settings, clients, describe_security_groups)
+
+    def describe(group_ids: Sequence[str], policy: Policy) -> dict[str, SecurityGroupFacts]:
+        groups = describe_security_groups(group_ids)
+        return with_named_destinations(groups, policy, settings.region, resolve_destinations)
 
     return Revoker(
         Ledger(clients.get("dynamodb"), settings.ledger_table),
@@ -192,7 +197,6 @@ def build_reconciler(
 
     clients = clients or Clients(settings.region)
     options = options or ReconcileOptions()
-    policies = _policy_source(_RememberingPolicySource, settings, clients)
     ledger = _ledger(settings, clients)
 
     def list_groups(token: str | None) -> GroupPage:
@@ -218,11 +222,10 @@ def build_reconciler(
             clients.get("dynamodb"), settings.idempotency_table, key=LEDGER_CURSOR_KEY
         )
 
-    describe = _describer_with_destinations(settings, clients, policies)
     return Reconciler(
         settings,
         options,
-        policies=policies,
+        policies=build_policy_source(settings, clients),
         list_groups=list_groups,
         read_granted=read_granted,
         read_rules=read_rules,
@@ -232,9 +235,7 @@ def build_reconciler(
         granter=cache(partial(build_granter, settings, clients)),
         cursors=cursors,
         ledger=ledger,
-        revoker=cache(partial(build_revoker, settings, clients, describe))
-        if ledger is not None
-        else None,
+        revoker=cache(partial(build_revoker, settings, clients)) if ledger is not None else None,
         ledger_cursors=ledger_cursors,
     )
 

@@ -64,8 +64,9 @@ def add_aws_arguments(parser: argparse.ArgumentParser | Any, *, stack_help: str)
     )
 
 
-# The only operations a read-only command (`explain`, `plan`) may call.
-READ_OPERATIONS: Final = ("Describe", "Get", "List", "Lookup")
+# The only operations a read-only command (`explain`, `plan`) may call: DynamoDB's reads of
+# the grant ledger (BatchGetItem, Query, Scan) with them.
+READ_OPERATIONS: Final = ("Describe", "Get", "List", "Lookup", "BatchGetItem", "Query", "Scan")
 
 
 class WriteRefusedError(RuntimeError):
@@ -74,7 +75,8 @@ class WriteRefusedError(RuntimeError):
 
 def refuse_writes(model: Any, **_: Any) -> None:
     """botocore's `before-call` hook of a read-only command's clients: an operation that is
-    not a read (Describe*, Get*, List*, Lookup*) is refused before any request is sent.
+    not a read (Describe*, Get*, List*, Lookup*; DynamoDB's BatchGetItem, Query, Scan) is
+    refused before any request is sent.
     """
     if not str(model.name).startswith(READ_OPERATIONS):
         raise WriteRefusedError(

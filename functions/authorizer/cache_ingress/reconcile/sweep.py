@@ -209,11 +209,13 @@ class Reconciler:
         on_page: Callable[[GroupPage], None] | None = None,
     ) -> dict[str, Preview]:
         """A dry run of the sweep under each of `policies` at once (`cache-ingress plan`):
-        one listing of the tagged groups, page by page, each page decided under every
-        policy, with one read of what is granted and of each VPC cache, and every pair's
-        trace. Nothing is granted and no resume token is read or written; with `context`,
-        it stops as a run does when its time runs out (the reports say `stopped`). Raises as
-        `sweep` does when the listing fails.
+        for a policy with a revoking target, its revocation phase as a dry run (the ledger's
+        open entries judged: would-revoke, retained, not-owned); then one listing of the
+        tagged groups, page by page, each page decided under every policy, with one read of
+        what is granted and of each VPC cache, and every pair's trace. Nothing is granted or
+        revoked and no resume token is read or written; with `context`, it stops as a run
+        does when its time runs out (the reports say `stopped`). Raises as `sweep` does when
+        the listing fails.
         """
         previews = {name: Preview(self.new_report(dry_run=True)) for name in policies}
         budget = Budget(
@@ -225,6 +227,12 @@ class Reconciler:
             name: _Run(policy, granted, None, budget, destinations=destinations)
             for name, policy in policies.items()
         }
+        for name, policy in policies.items():
+            # What revocation would do under each policy: its open ledger entries, judged as
+            # a dry run (no resume token; nothing is revoked or written).
+            if not self._revocation_phase(previews[name].report, policy, budget, None, False):
+                _set_status(previews, "stopped")
+                return previews
         place = _Place(None, None, from_cursor=False, store=None)
         token: str | None = None
         while True:
