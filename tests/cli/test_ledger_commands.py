@@ -7,7 +7,9 @@ against moto and the emulation (the function's environment names the ledger).
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -444,3 +446,29 @@ def _admitted(clients: dict[str, Any], name: str) -> set[str]:
         "CacheSecurityGroups"
     ]
     return {pair["EC2SecurityGroupName"] for pair in group["EC2SecurityGroups"]}
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_grants_shows_its_progress_on_a_terminal_and_nothing_in_a_pipe(
+    function_environment: dict[str, str],
+    handle: Callable[[dict[str, Any]], dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    handle(tag_change(event_id="tag-1"))
+    capsys.readouterr()
+    terminal, captured = _Terminal(), sys.stderr
+    monkeypatch.setattr(sys, "stderr", terminal)
+
+    status = main(["grants"])
+
+    assert status == 0
+    drawn = terminal.getvalue()
+    assert drawn.startswith("\r") and "read 1" in drawn and "entries/s" in drawn
+    assert drawn.endswith("\r\x1b[2K")  # the line is cleared before the table
+    monkeypatch.setattr(sys, "stderr", captured)
+    assert run(capsys, "grants")[2] == ""  # not a terminal: nothing on stderr
