@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from cache_ingress.authorizer import Authorizer
+from cache_ingress.errors import TransientFailureError
 from cache_ingress.ledger import Ledger
 from cache_ingress_tools.emulator.scenario import SeededWorld
 from tests.integration.test_vpc_emulation import CACHE_GROUP, REDIS_PORT, SESSIONS_APP
@@ -423,6 +425,35 @@ def test_a_hold_denies_even_without_revocation(
     summary = handle(tag_change(event_id="tag-1"), POLICY.replace("revoke: true", "revoke: false"))
 
     assert outcomes(summary) == [("orders", "denied")]
+    assert granted(clients, ORDERS) == set()
+
+
+@pytest.mark.parametrize(
+    ("code", "transient"),
+    [("ProvisionedThroughputExceededException", True), ("AccessDeniedException", False)],
+)
+def test_a_hold_that_cannot_be_read_stops_the_grant(
+    handle: Callable[..., dict[str, Any]],
+    clients: dict[str, Any],
+    code: str,
+    transient: bool,
+) -> None:
+    # SECURITY.md, "Holds": the read is part of the grant path; its failure is a failed
+    # grant (retried, or dead-lettered on access denied), never a grant past an unread hold.
+    def refuse(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": code, "Message": "no"}}, "BatchGetItem")
+
+    clients["dynamodb"].meta.events.register("before-call.dynamodb.BatchGetItem", refuse)
+    authorize = calls(clients, "elasticache", "AuthorizeCacheSecurityGroupIngress")
+
+    if transient:
+        with pytest.raises(TransientFailureError):
+            handle(tag_change(event_id="tag-1"))
+    else:
+        summary = handle(tag_change(event_id="tag-1"))
+        assert summary["status"] == "dead-lettered"
+        assert "BatchGetItem" in summary["reason"] and code in summary["reason"]
+    assert authorize == []
     assert granted(clients, ORDERS) == set()
 
 
