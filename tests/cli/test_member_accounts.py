@@ -45,7 +45,7 @@ def aws(running: EmbeddedAws, monkeypatch: pytest.MonkeyPatch) -> EmbeddedAws:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", DUMMY_CREDENTIALS["aws_secret_access_key"])
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     monkeypatch.setenv("AWS_REGION", "us-east-1")
-    for name in (*MEMBER_VARIABLES, "MEMBER_ORGANIZATION", "POLICY_FILE"):
+    for name in (*MEMBER_VARIABLES, "MEMBER_ORGANIZATION", "POLICY_FILE", "LEDGER_TABLE"):
         monkeypatch.setenv(name, environment[name])
     for name in ("POLICY_PARAMETER", "TAG_KEY", "ACCOUNT_ID"):
         monkeypatch.delenv(name, raising=False)

@@ -249,3 +249,82 @@ def test_a_replayed_members_call_is_verified_in_the_members_own_cloudtrail(
     assert _decisions(summary) == [
         (CHECKOUT_APP, "gated", "denied", "principal-provenance", MEMBER)
     ]
+
+
+# --- the grant ledger carries the account ----------------------------------------------------
+
+REVOKING_POLICY = f"""version: 1
+tag_key: cache-ingress
+targets:
+  orders:
+    cache_security_group: orders-cache-sg
+    revoke: true
+    allow:
+      owner_accounts: ["{CACHE}", "{MEMBER}"]
+      required_tags: {{env: prod}}
+"""
+
+
+def _ledger(world: SeededWorld) -> Any:
+    from cache_ingress.ledger import Ledger
+
+    table = world.function_environment()["LEDGER_TABLE"]
+    return Ledger(_as(CACHE, "dynamodb"), table)
+
+
+def test_a_members_grant_is_in_the_ledger_with_its_account_and_is_revoked_in_the_cache_account(
+    member_world: SeededWorld, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(REVOKING_POLICY, encoding="utf-8")
+    authorizer = _authorizer(member_world, POLICY_FILE=str(policy))
+
+    granted = authorizer.handle(member_tag_change(CHECKOUT_APP))
+
+    assert _decisions(granted) == [(CHECKOUT_APP, "orders", "authorized", None, MEMBER)]
+    [entry] = _ledger(member_world).live(CHECKOUT_APP)
+    assert (entry.grant.account, entry.grant.owner_id, entry.owned) == (MEMBER, MEMBER, True)
+
+    # The member takes the tag off; its Tag Change says so.
+    _as(MEMBER, "ec2").delete_tags(Resources=[CHECKOUT_APP], Tags=[{"Key": "cache-ingress"}])
+    untagged = member_tag_change(CHECKOUT_APP)
+    untagged["id"] = "member-untag-1"
+    untagged["detail"]["tags"] = {"env": "prod"}
+
+    revoked = _authorizer(member_world, POLICY_FILE=str(policy)).handle(untagged)
+
+    assert ("orders", "revoked", MEMBER) in {
+        (d.get("target"), d["outcome"], d.get("account")) for d in revoked["decisions"]
+    }
+    [cache_group] = _as(CACHE, "elasticache").describe_cache_security_groups(
+        CacheSecurityGroupName="orders-cache-sg"
+    )["CacheSecurityGroups"]
+    assert cache_group["EC2SecurityGroups"] == []
+    assert _ledger(member_world).live(CHECKOUT_APP) == []
+
+
+def test_a_members_entry_is_never_judged_gone_where_its_group_cannot_be_read(
+    member_world: SeededWorld, tmp_path: Path
+) -> None:
+    from cache_ingress.ownership import Judging
+    from cache_ingress.policy import parse_policy
+    from cache_ingress.wiring import build_revoker
+
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(REVOKING_POLICY, encoding="utf-8")
+    _authorizer(member_world, POLICY_FILE=str(policy_file)).handle(member_tag_change(CHECKOUT_APP))
+    [entry] = _ledger(member_world).live(CHECKOUT_APP)
+    # A reader of the cache account alone (no member settings): the member's group is not
+    # found there, and must not count as gone.
+    environment = {
+        k: v for k, v in member_world.function_environment().items() if not k.startswith("MEMBER_")
+    }
+    revoker = build_revoker(Settings.from_environ(environment), function_clients(member_world))
+
+    [decision] = revoker.settle(
+        "sweep-1", [entry], Judging(), parse_policy(REVOKING_POLICY, source="t"), dry_run=False
+    )
+
+    assert decision.outcome != "revoked"
+    assert decision.error_code == "MemberNotRead"
+    assert _ledger(member_world).live(CHECKOUT_APP) == [entry]

@@ -267,3 +267,33 @@ def test_the_organization_benchmark_runs_and_reports_per_account() -> None:
     assert "organization sweep: 2 member accounts x 10 tagged groups" in out
     assert "first sweep:" in out and "completed 2" in out
     assert "200000000001" in out and "AuthorizeCacheSecurityGroupIngress 8" in out
+
+
+def test_the_sweep_revokes_a_members_grant_whose_group_was_deleted(
+    member_world: SeededWorld, tmp_path: Any
+) -> None:
+    # docs/multi-account.md, "Limits": a member's deletion is not forwarded; the sweep's
+    # revocation phase (enforce) reads the member's groups through its role.
+    from cache_ingress.ledger import Ledger
+    from tests.integration.test_member_events import REVOKING_POLICY
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(REVOKING_POLICY, encoding="utf-8")
+    options = ReconcileOptions(enforce=True)
+    first = _sweep(member_world, options, POLICY_FILE=str(policy)).run(resume=False)
+    assert (CHECKOUT_APP, "orders", "repaired", MEMBER) in _pairs(first.summary())
+    ledger = Ledger(_as(CACHE, "dynamodb"), member_world.function_environment()["LEDGER_TABLE"])
+    [entry] = ledger.live(CHECKOUT_APP)
+    assert entry.grant.account == MEMBER
+
+    _as(MEMBER, "ec2").delete_security_group(GroupId=CHECKOUT_APP)
+    second = _sweep(member_world, options, POLICY_FILE=str(policy)).run(resume=False)
+
+    assert ledger.live(CHECKOUT_APP) == []
+    [cache_group] = _as(CACHE, "elasticache").describe_cache_security_groups(
+        CacheSecurityGroupName="orders-cache-sg"
+    )["CacheSecurityGroups"]
+    assert "checkout-app" not in {
+        g["EC2SecurityGroupName"] for g in cache_group["EC2SecurityGroups"]
+    }
+    assert second.summary()["status"] == "completed"

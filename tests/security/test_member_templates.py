@@ -259,8 +259,12 @@ def test_members_forward_exactly_what_the_cache_stack_listens_for(tag_key: str) 
         member_resolver.value(member_template["Resources"][n]["Properties"]["EventPattern"], n)
         for n in _rules(member_template)
     ]
+    # The tagging events; a member's group deletion is not forwarded (revoking a member's
+    # grant when its group goes is the sweep's: docs/multi-account.md, "Limits").
     default = sorted(
-        json.dumps(p, sort_keys=True) for k, p in cache_patterns.items() if "default/" in k
+        json.dumps(p, sort_keys=True)
+        for k, p in cache_patterns.items()
+        if "default/" in k and k != "default/DeleteGroup"
     )
     on_bus = sorted(json.dumps(p, sort_keys=True) for k, p in cache_patterns.items() if "bus/" in k)
     assert len(default) == 3
@@ -282,6 +286,7 @@ MATCHING_EVENTS = {
     "CreateTags": create_tags(["sg-0a1b2c3d4e5f60718"]),
     "DeleteTags": load_event("cloudtrail-delete-tags.json"),
     "CreateSecurityGroup": load_event("cloudtrail-create-security-group.json"),
+    "DeleteSecurityGroup": load_event("cloudtrail-delete-security-group.json"),
 }
 LOOK_ALIKE_SOURCES = ["com.example.tag", "aws.tagging", "aws.ec2.forged", "AWS.EC2", "aws.ec2 ", ""]
 

@@ -26,6 +26,8 @@ PURE = {
     "models",
     "envelope",
     "errors",
+    "holds",
+    "ownership",
     "reconcile.report",
 }
 ADAPTERS = {
@@ -42,6 +44,7 @@ ADAPTERS = {
     "vpc_peering",
     "organization_accounts",
     "granted_state",
+    "ledger",
     "reconcile.listing",
     "reconcile.cursor",
 }

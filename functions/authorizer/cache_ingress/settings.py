@@ -52,6 +52,11 @@ class Settings:
             self.members is not None and self.members.admits(account)
         )
 
+    # The grant ledger (LEDGER_TABLE): who was granted what, by which event, and the holds.
+    # Unset only where no stack made one (a local run, a stack from before the ledger):
+    # then grants are made as before, with no entry, no hold and no revocation.
+    ledger_table: str | None = None
+
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
         """Build and validate; the error names the variable and what it must be."""
@@ -73,6 +78,7 @@ class Settings:
             idempotency_expiry_seconds=_integer(environ, "IDEMPOTENCY_EXPIRY_SECONDS", 86_400, 60),
             dry_run=_boolean(environ, "DRY_RUN"),
             members=Members.from_environ(environ),
+            ledger_table=environ.get("LEDGER_TABLE", "").strip() or None,
         )
 
 
@@ -150,11 +156,14 @@ class ReconcileOptions:
     resume_max_age_seconds: int = 21_600
     # Member accounts: the AssumeRole calls one run may make, so the accounts it sweeps.
     accounts_per_run: int = 100
+    # Revoke owned grants whose reason is gone (targets with `revoke: true`); otherwise the
+    # sweep only reports them (RECONCILE_ENFORCE, the stack's ReconcileEnforce).
+    enforce: bool = False
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> ReconcileOptions:
         """RECONCILE_PAGE_SIZE, RECONCILE_TIME_RESERVE_SECONDS, RECONCILE_RESUME_MAX_AGE_SECONDS,
-        RECONCILE_ACCOUNTS_PER_RUN."""
+        RECONCILE_ACCOUNTS_PER_RUN, RECONCILE_ENFORCE."""
         return cls(
             page_size=_integer(
                 environ, "RECONCILE_PAGE_SIZE", PAGE_SIZE_MAX, PAGE_SIZE_MIN, PAGE_SIZE_MAX
@@ -164,6 +173,7 @@ class ReconcileOptions:
                 environ, "RECONCILE_RESUME_MAX_AGE_SECONDS", 21_600, 60, 7 * 86_400
             ),
             accounts_per_run=_integer(environ, "RECONCILE_ACCOUNTS_PER_RUN", 100, 1, 10_000),
+            enforce=_boolean(environ, "RECONCILE_ENFORCE"),
         )
 
 

@@ -21,9 +21,11 @@ from cache_ingress.aws import Clients
 from cache_ingress.deadletter import DeadLetterQueue
 from cache_ingress.decisions import named_vpc_destinations
 from cache_ingress.errors import AwsCallError
-from cache_ingress.grants import Granter
+from cache_ingress.grants import Granter, Recorder
 from cache_ingress.models import (
+    Authorized,
     DestinationFacts,
+    FoundRule,
     Grant,
     Outcome,
     Provenance,
@@ -39,11 +41,13 @@ from cache_ingress.vpc_peering import ReadPeerings, with_peerings
 
 if TYPE_CHECKING:
     from cache_ingress.granted_state import IngressRule, Pairs
+    from cache_ingress.ledger import Ledger
     from cache_ingress.member_accounts import MemberAccounts
     from cache_ingress.reconcile.accounts import AccountsSweep
     from cache_ingress.reconcile.cursor import CursorStore
     from cache_ingress.reconcile.listing import GroupPage
     from cache_ingress.reconcile.sweep import Reconciler
+    from cache_ingress.revocations import Revoker
 
 _Source = TypeVar("_Source", bound=PolicySource)
 DescribeGroups = Callable[[Sequence[str]], dict[str, SecurityGroupFacts]]
@@ -54,21 +58,11 @@ def build_authorizer(settings: Settings, clients: Clients | None = None) -> Auth
     """Wire the adapters; clients are only created when first used."""
     clients = clients or Clients(settings.region)
     policies = _policy_source(_RememberingPolicySource, settings, clients)
-    describe_security_groups = build_group_describer(settings, clients)
-    resolve_destinations = build_destination_resolver(settings, clients, describe_security_groups)
+    describe = _describer_with_destinations(settings, clients, policies)
+    resolve_destinations = build_destination_resolver(
+        settings, clients, build_group_describer(settings, clients)
+    )
     peerings = build_peering_reader(clients)
-
-    def describe(group_ids: Sequence[str]) -> dict[str, SecurityGroupFacts]:
-        """The tagged groups as they are now, each with the VPC caches its tag names.
-
-        The Authorizer reads the policy just before it calls this, so the lookups follow the
-        very policy the decision will use.
-        """
-        policy = policies.last or policies.current()
-        groups = describe_security_groups(group_ids)
-        return with_named_destinations(
-            groups, policy, settings.region, resolve_destinations, peerings
-        )
 
     @cache
     def dead_letters() -> DeadLetterQueue:
@@ -90,6 +84,7 @@ def build_authorizer(settings: Settings, clients: Clients | None = None) -> Auth
                 groups, policy, settings.region, resolve_destinations, peerings
             )
 
+    ledger = _ledger(settings, clients)
     return Authorizer(
         settings,
         policies=policies,
@@ -98,6 +93,8 @@ def build_authorizer(settings: Settings, clients: Clients | None = None) -> Auth
         dead_letters=dead_letters,
         verify_principal=build_principal_verifier(clients, member_accounts),
         describe_member_groups=describe_member_groups,
+        ledger=ledger,
+        revoker=cache(partial(build_revoker, settings, clients)) if ledger is not None else None,
     )
 
 
@@ -134,6 +131,122 @@ def build_member_group_describer(
         }
 
     return describe
+
+
+def _describer_with_destinations(
+    settings: Settings, clients: Clients, policies: _RememberingPolicySource
+) -> DescribeGroups:
+    """Groups by id as they are now, each with the VPC caches its tag names (looked up)."""
+    describe_security_groups = build_group_describer(settings, clients)
+    resolve_destinations = build_destination_resolver(settings, clients, describe_security_groups)
+    peerings = build_peering_reader(clients)
+
+    def describe(group_ids: Sequence[str]) -> dict[str, SecurityGroupFacts]:
+        """The tagged groups as they are now, each with the VPC caches its tag names.
+
+        The caller reads the policy just before it calls this, so the lookups follow the
+        very policy the decision will use.
+        """
+        policy = policies.last or policies.current()
+        groups = describe_security_groups(group_ids)
+        return with_named_destinations(
+            groups, policy, settings.region, resolve_destinations, peerings
+        )
+
+    return describe
+
+
+def _ledger(settings: Settings, clients: Clients) -> Callable[[], Ledger] | None:
+    """The ledger, built on first use; None when the settings name no ledger table."""
+    table = settings.ledger_table
+    if table is None:
+        return None
+
+    @cache
+    def ledger() -> Ledger:
+        from cache_ingress.ledger import Ledger  # noqa: PLC0415
+
+        return Ledger(clients.get("dynamodb"), table)
+
+    return ledger
+
+
+def build_revoker(settings: Settings, clients: Clients) -> Revoker:
+    """Revocation (only built when a policy revokes): the ledger, the two revoke adapters,
+    and idempotency records beside the grants'. Groups are read as the decision reads them,
+    with the VPC caches their tags name under the policy the entries are judged by."""
+    from aws_lambda_powertools.utilities.idempotency import (  # noqa: PLC0415
+        DynamoDBPersistenceLayer,
+    )
+
+    from cache_ingress.ledger import Ledger  # noqa: PLC0415
+    from cache_ingress.revocations import Revoker  # noqa: PLC0415
+    from cache_ingress.vpc_ingress import rule_description  # noqa: PLC0415
+
+    if settings.ledger_table is None:
+        raise ValueError("revocation needs the ledger: LEDGER_TABLE is not set")
+
+    def revoke_rule(grant: Grant, rule_id: str | None) -> bool:
+        if grant.is_vpc:
+            from cache_ingress.vpc_ingress import revoke as remove_rule  # noqa: PLC0415
+
+            if rule_id is None:
+                raise ValueError(f"a VPC rule is revoked by its id only: {grant}")
+            return remove_rule(clients.get("ec2"), grant, rule_id)
+        from cache_ingress.cache_security_groups import revoke  # noqa: PLC0415
+
+        return revoke(clients.get("elasticache"), grant)
+
+    describe_security_groups = build_group_describer(settings, clients)
+    resolve_destinations = build_destination_resolver(settings, clients, describe_security_groups)
+    peerings = build_peering_reader(clients)
+
+    def describe(group_ids: Sequence[str], policy: Policy) -> dict[str, SecurityGroupFacts]:
+        groups = describe_security_groups(group_ids)
+        return with_named_destinations(
+            groups, policy, settings.region, resolve_destinations, peerings
+        )
+
+    member_accounts = build_member_accounts(settings, clients)
+    describe_member = None
+    if member_accounts is not None:
+        describe_in_member = build_member_group_describer(settings, member_accounts)
+
+        def describe_member(
+            account: str, group_ids: Sequence[str], policy: Policy
+        ) -> dict[str, SecurityGroupFacts]:
+            groups = describe_in_member(account, group_ids)
+            return with_named_destinations(
+                groups, policy, settings.region, resolve_destinations, peerings
+            )
+
+    return Revoker(
+        Ledger(clients.get("dynamodb"), settings.ledger_table),
+        revoke_rule,
+        describe,
+        DynamoDBPersistenceLayer(
+            table_name=settings.idempotency_table, boto3_client=clients.get("dynamodb")
+        ),
+        expiry_seconds=settings.idempotency_expiry_seconds,
+        account_id=settings.account_id,
+        region=settings.region,
+        find_rule=partial(_find_rule, clients),
+        description=rule_description,
+        members=settings.members.admits if settings.members is not None else None,
+        describe_member_groups=describe_member,
+    )
+
+
+def _find_rule(clients: Clients, grant: Grant) -> FoundRule | None:
+    from cache_ingress.vpc_ingress import find_rule  # noqa: PLC0415
+
+    return find_rule(clients.get("ec2"), grant)
+
+
+def _rule_description(grant: Grant) -> str:
+    from cache_ingress.vpc_ingress import rule_description  # noqa: PLC0415
+
+    return rule_description(grant)
 
 
 def build_peering_reader(clients: Clients) -> ReadPeerings:
@@ -190,10 +303,12 @@ def build_reconciler(
     )
     from cache_ingress.reconcile.cursor import CURSOR_KEY, CursorStore  # noqa: PLC0415
     from cache_ingress.reconcile.listing import tagged_group_page  # noqa: PLC0415
+    from cache_ingress.reconcile.revoking import LEDGER_CURSOR_KEY  # noqa: PLC0415
     from cache_ingress.reconcile.sweep import Reconciler  # noqa: PLC0415
 
     clients = clients or Clients(settings.region)
     options = options or ReconcileOptions()
+    ledger = _ledger(settings, clients)
 
     def list_groups(token: str | None) -> GroupPage:
         return tagged_group_page(
@@ -216,6 +331,12 @@ def build_reconciler(
         return CursorStore(clients.get("dynamodb"), settings.idempotency_table, key=cursor_key)
 
     members = settings.members
+
+    def ledger_cursors() -> CursorStore:
+        return CursorStore(
+            clients.get("dynamodb"), settings.idempotency_table, key=LEDGER_CURSOR_KEY
+        )
+
     return Reconciler(
         settings,
         options,
@@ -233,6 +354,12 @@ def build_reconciler(
         account=member.account if member is not None else None,
         members=members.admits if members is not None else None,
         peerings=build_peering_reader(clients),
+        ledger=ledger,
+        # The revocation phase judges the whole ledger: in the cache account's sweep only.
+        revoker=cache(partial(build_revoker, settings, clients))
+        if ledger is not None and (member is None or member.account is None)
+        else None,
+        ledger_cursors=ledger_cursors,
     )
 
 
@@ -397,11 +524,11 @@ def build_granter(settings: Settings, clients: Clients) -> Granter:
         DynamoDBPersistenceLayer,
     )
 
-    def authorize(grant: Grant) -> Outcome:
+    def authorize(grant: Grant) -> Outcome | Authorized:
         if grant.is_vpc:
-            from cache_ingress.vpc_ingress import authorize as add_rule  # noqa: PLC0415
+            from cache_ingress.vpc_ingress import authorize_rule  # noqa: PLC0415
 
-            return add_rule(clients.get("ec2"), grant)
+            return authorize_rule(clients.get("ec2"), grant)
         from cache_ingress.cache_security_groups import authorize as classic  # noqa: PLC0415
 
         return classic(clients.get("elasticache"), grant)
@@ -409,7 +536,18 @@ def build_granter(settings: Settings, clients: Clients) -> Granter:
     persistence = DynamoDBPersistenceLayer(
         table_name=settings.idempotency_table, boto3_client=clients.get("dynamodb")
     )
-    return Granter(authorize, persistence, expiry_seconds=settings.idempotency_expiry_seconds)
+    ledger = _ledger(settings, clients)
+    recorder = (
+        Recorder(ledger(), find_rule=partial(_find_rule, clients), description=_rule_description)
+        if ledger is not None
+        else None
+    )
+    return Granter(
+        authorize,
+        persistence,
+        expiry_seconds=settings.idempotency_expiry_seconds,
+        recorder=recorder,
+    )
 
 
 class _RememberingPolicySource(PolicySource):

@@ -31,6 +31,7 @@ Reference (``default-scenario.yaml`` beside this file is a complete example)::
         num_cache_nodes: 2            # optional; 1-40 for memcached, 1 otherwise; default 1
         security_groups: [sg-0c2b3c4d5e6f70812]    # required; ids from security_groups
     idempotency_table: cache-ingress-idempotency   # required; DynamoDB table name
+    ledger_table: cache-ingress-ledger             # optional; the grant ledger (none: no ledger)
     dead_letter_queue: cache-ingress-dlq           # required; SQS queue name
     policy: member-policy.yaml        # optional; the function's policy here, relative to this
                                       # file; default: the bundled one
@@ -72,6 +73,7 @@ from unittest import mock
 
 import yaml
 
+from cache_ingress.ledger import TABLE_SHAPE as LEDGER_TABLE_SHAPE
 from cache_ingress.unique_yaml import UniqueKeyLoader
 
 if TYPE_CHECKING:
@@ -121,6 +123,7 @@ _TOP_LEVEL_OPTIONAL = frozenset(
         "organization",
         "member_accounts",
         "policy",
+        "ledger_table",
     }
 )
 _MEMBER_REQUIRED = frozenset({"account_id"})
@@ -209,6 +212,7 @@ class Scenario:
     member_accounts: tuple[MemberAccountSeed, ...] = ()
     policy: Path | None = None
     """The policy the function is deployed with here, instead of the bundled one."""
+    ledger_table: str | None = None
 
     def security_group(self, group_id: str) -> SecurityGroupSeed | None:
         """The seeded group with this id, if the scenario has one (in any account)."""
@@ -259,6 +263,8 @@ class SeededWorld:
             environment.update(self.members.function_environment())
         if self.scenario.policy is not None:
             environment["POLICY_FILE"] = str(self.scenario.policy)
+        if self.scenario.ledger_table is not None:
+            environment["LEDGER_TABLE"] = self.scenario.ledger_table
         return environment
 
 
@@ -308,6 +314,11 @@ def _scenario(document: object, folder: Path) -> Scenario:
         security_groups=security_groups,
         cache_security_groups=_cache_security_groups(root.get("cache_security_groups", [])),
         idempotency_table=_matching(root, "idempotency_table", _TABLE_NAME, _TABLE_NAME_RULE, ""),
+        ledger_table=(
+            _matching(root, "ledger_table", _TABLE_NAME, _TABLE_NAME_RULE, "")
+            if "ledger_table" in root
+            else None
+        ),
         dead_letter_queue=_matching(root, "dead_letter_queue", _QUEUE_NAME, _QUEUE_NAME_RULE, ""),
         vpcs=vpcs,
         replication_groups=replication_groups,
@@ -688,6 +699,8 @@ def seed(
         AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
+    if scenario.ledger_table is not None:
+        clients["dynamodb"].create_table(TableName=scenario.ledger_table, **LEDGER_TABLE_SHAPE)
     queue_url = clients["sqs"].create_queue(QueueName=scenario.dead_letter_queue)["QueueUrl"]
     members = None
     if scenario.member_accounts and client_for is not None:
