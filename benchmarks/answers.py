@@ -154,6 +154,7 @@ class Responder:
         if key == "elasticache.AuthorizeCacheSecurityGroupIngress":
             return 200, _XML, _authorize_xml(body)
         if key.startswith("dynamodb."):
-            # PutItem (the in-progress record), UpdateItem (completed), DeleteItem: all succeed.
+            # PutItem (the in-progress record), UpdateItem (completed; the ledger entry),
+            # DeleteItem: all succeed; BatchGetItem (holds) finds none, Query finds nothing.
             return 200, _JSON, b"{}"
         raise AssertionError(f"the benchmark does not expect a call to {key}")

@@ -1,9 +1,11 @@
 """The floor: the least a Python Lambda doing this job must run, written with boto3 alone.
 
 Per event it makes exactly the AWS calls the job needs: one `ec2:DescribeSecurityGroups`
-(filtered on the event's group ids), and per grant the conditional `dynamodb:PutItem` of an
-in-progress idempotency record, one `elasticache:AuthorizeCacheSecurityGroupIngress`, and the
-`dynamodb:UpdateItem` that completes the record. Same clients, same client configuration, same
+(filtered on the event's group ids); when the event would grant, one `dynamodb:BatchGetItem`
+of the holds on those pairs; and per grant the conditional `dynamodb:PutItem` of an
+in-progress idempotency record, the ledger entry written `pending` (`dynamodb:UpdateItem`),
+one `elasticache:AuthorizeCacheSecurityGroupIngress`, the entry resolved (`UpdateItem`), and
+the `dynamodb:UpdateItem` that completes the record. Same clients, same client configuration, same
 decisions on the same policy (the bundled policy, as a literal), one JSON log line per decision
 and one embedded-metric document per event (the job's logs and metrics, printed by hand).
 No framework, no tracing unless FLOOR_XRAY=1 (then aws-xray-sdk patches botocore only: the
@@ -40,6 +42,7 @@ CLIENT_CONFIG = Config(
 ACCOUNT_ID = os.environ["ACCOUNT_ID"]
 REGION = os.environ["AWS_REGION"]
 TABLE = os.environ["IDEMPOTENCY_TABLE"]
+LEDGER = os.environ["LEDGER_TABLE"]
 TAG_KEY = os.environ.get("TAG_KEY", "cache-ingress")
 EXPIRY_SECONDS = 86_400
 KEY_PREFIX = "cache-ingress.grant"
@@ -131,13 +134,59 @@ def _decide(
     if not names:
         return [{"group_id": group["GroupId"], "target": None, "outcome": "not-applicable"}]
     decisions = []
+    allowed = []
     for name in names:
         decision = {"group_id": group["GroupId"], "target": name, "outcome": "denied"}
         target = POLICY.get(name)
         if target is not None and _allowed(group, tags, principal, target):
-            decision["outcome"] = _grant_once(group, name, target[0], event_id, context)
+            allowed.append((decision, name, target[0]))
         decisions.append(decision)
+    held = _holds(group["GroupId"], [name for _, name, _ in allowed]) if allowed else set()
+    for decision, name, cache_group in allowed:
+        if name not in held:
+            decision["outcome"] = _grant_once(group, name, cache_group, event_id, context)
     return decisions
+
+
+def _holds(group_id: str, targets: list[str]) -> set[str]:
+    """The targets an operator holds for this group: one read for all of them."""
+    response = _client("dynamodb").batch_get_item(
+        RequestItems={
+            LEDGER: {
+                "Keys": [
+                    {"pk": {"S": f"hold#{group_id}"}, "sk": {"S": f"target#{target}"}}
+                    for target in targets
+                ],
+                "ConsistentRead": True,
+            }
+        }
+    )
+    return {
+        item["held_target"]["S"]
+        for item in response.get("Responses", {}).get(LEDGER, [])
+        if item.get("state", {}).get("S") == "held"
+    }
+
+
+def _ledger_entry(
+    group: dict[str, Any], target: str, cache_group: str, event_id: str, status: str
+) -> None:
+    """The grant's ledger entry: `pending` before the call, its outcome after it."""
+    rule = f"classic:{cache_group}:{group['OwnerId']}:{group['GroupName']}"
+    _client("dynamodb").update_item(
+        TableName=LEDGER,
+        Key={
+            "pk": {"S": f"rule#{rule}"},
+            "sk": {"S": f"entry#{event_id}#{target}#{group['GroupId']}"},
+        },
+        UpdateExpression="SET #status = :status, #group = :group, #event = :event",
+        ExpressionAttributeNames={"#status": "status", "#group": "group_id", "#event": "event_id"},
+        ExpressionAttributeValues={
+            ":status": {"S": status},
+            ":group": {"S": group["GroupId"]},
+            ":event": {"S": event_id},
+        },
+    )
 
 
 def _allowed(
@@ -207,7 +256,9 @@ def _grant_once(
             return str(json.loads(stored["data"]["S"])["outcome"])
         raise
     try:
+        _ledger_entry(group, target, cache_group, event_id, "pending")
         outcome = _authorize(group, cache_group)
+        _ledger_entry(group, target, cache_group, event_id, outcome)
     except Exception:
         dynamodb.delete_item(TableName=TABLE, Key=key)
         raise

@@ -33,6 +33,7 @@ EVENTS_DIR = REPO / "events"
 
 PRINCIPAL = f"arn:aws:sts::{ACCOUNT}:assumed-role/platform/alice"
 IDEMPOTENCY_TABLE = "cache-ingress-idempotency"
+LEDGER_TABLE = "cache-ingress-ledger"
 DEAD_LETTER_QUEUE_URL = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/cache-ingress-dlq"
 # A sampled trace, as the Lambda runtime sets it per invocation when tracing is active.
 TRACE_HEADER = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
@@ -125,6 +126,7 @@ def lambda_environment(*, tracing: bool) -> dict[str, str]:
         "AWS_ENDPOINT_URL": "",
         "ACCOUNT_ID": ACCOUNT,
         "IDEMPOTENCY_TABLE": IDEMPOTENCY_TABLE,
+        "LEDGER_TABLE": LEDGER_TABLE,
         "DEAD_LETTER_QUEUE_URL": DEAD_LETTER_QUEUE_URL,
         "TAG_KEY": "cache-ingress",
         "DRY_RUN": "false",

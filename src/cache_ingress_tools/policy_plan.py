@@ -17,11 +17,19 @@ A pair changes when its place changes, or when it stays allowed but its destinat
 - `grant`: not allowed before, allowed now and not granted: the next sweep grants it;
 - `allow`: not allowed before, allowed now and granted already: nothing to do;
 - `deny`: allowed (or needs-event) before, denied or not applicable now: it is no longer
-  granted, and a grant that exists stays (the function never revokes);
+  granted, and a grant that exists stays (unless the target revokes, below);
 - `needs-event`: between allowed and needs-event, or from not allowed to needs-event: the
   sweep stops (or starts) granting it; an allowed principal's own tagging grants it;
 - `moved`: allowed in both, to another destination: the next sweep grants the new one, and
-  the old one keeps its grant.
+  the old one keeps its grant (unless the target revokes, below);
+- `revoked`: the new policy's target has `revoke: true`, and the function's own grant of the
+  pair (an entry in force in the grant ledger) would be revoked under it and not under the
+  current one: the next event for the group, or an enforcing sweep, revokes it.
+
+Revocation is read from each policy's dry-run revocation phase (`Reconciler.preview`), so it
+is the function's own judgement: only owned grants are revoked; a grant the ledger does not
+own (made by hand, or there before the function came to it) is left, and the effect says so
+(`not-owned`); a rule another owner still needs stays (`retained`).
 
 A denial by another rule, or a pair that both policies allow alike, is not a change. A pair
 that could not be read has no change: when its target differs between the policies it is
@@ -40,6 +48,7 @@ from cache_ingress.decisions import PairTrace
 from cache_ingress.models import Grant, Outcome
 from cache_ingress.policy import Policy
 from cache_ingress.reconcile import PairResult, PairStatus, Preview
+from cache_ingress.reconcile.report import REVOCATION_STATUSES
 
 
 class Place(StrEnum):
@@ -56,6 +65,7 @@ class Change(StrEnum):
     DENY = "deny"
     NEEDS_EVENT = "needs-event"
     MOVED = "moved"
+    REVOKED = "revoked"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +97,11 @@ class PairPlan:
     change: Change | None
     # It could not be read under a policy whose target differs: nothing can be said of it.
     unknown: bool = False
+    # What the new policy's revocation would do with the pair's ledger entries (`revoke:
+    # true` targets): would-revoke, retained or not-owned, with its reason; None: nothing.
+    revocation: PairResult | None = None
+    # Whether the new policy's target revokes.
+    revokes: bool = False
 
     @property
     def granted_now(self) -> bool | None:
@@ -110,6 +125,12 @@ class PairPlan:
             "grantedNow": self.granted_now,
             "effect": self.effect,
             "unknown": self.unknown,
+            "revocation": None
+            if self.revocation is None
+            else {
+                "status": str(self.revocation.status),
+                "reason": self.revocation.decision.reason,
+            },
         }
 
 
@@ -150,11 +171,17 @@ class PolicyPlan:
 def plan(current: Preview, new: Preview, current_policy: Policy, new_policy: Policy) -> PolicyPlan:
     """Every pair either side saw, matched by (group, target), with its change."""
     results = (_by_pair(current.report.pairs), _by_pair(new.report.pairs))
+    revoking = (_revocations(current.report.pairs), _revocations(new.report.pairs))
     pairs = []
     for key in dict.fromkeys([*current.traces, *new.traces]):
         old = _standing(current.traces.get(key), results[0].get(key))
         now = _standing(new.traces.get(key), results[1].get(key))
         target = key[1]
+        revocation = revoking[1].get(key)
+        change = _change(old, now)
+        if _revoked(revocation, revoking[0].get(key)) and change is not Change.MOVED:
+            change = Change.REVOKED
+        new_target = new_policy.targets.get(target) if target is not None else None
         same_target = target is not None and current_policy.targets.get(
             target
         ) == new_policy.targets.get(target)
@@ -165,9 +192,11 @@ def plan(current: Preview, new: Preview, current_policy: Policy, new_policy: Pol
                 target=target,
                 current=old,
                 new=now,
-                change=_change(old, now),
+                change=change,
                 # A pair that could not be read is decided alike when its target is alike.
                 unknown=_failed(old, now) and not (target is None or same_target),
+                revocation=revocation,
+                revokes=new_target is not None and new_target.revoke,
             )
         )
     return PolicyPlan(
@@ -180,7 +209,40 @@ def plan(current: Preview, new: Preview, current_policy: Policy, new_policy: Pol
 
 
 def _by_pair(results: Iterable[PairResult]) -> dict[tuple[str, str | None], PairResult]:
-    return {(result.decision.group_id, result.decision.target): result for result in results}
+    """The listing's result of each pair (not the revocation phase's)."""
+    return {
+        (result.decision.group_id, result.decision.target): result
+        for result in results
+        if result.status not in REVOCATION_STATUSES
+    }
+
+
+def _revocations(results: Iterable[PairResult]) -> dict[tuple[str, str | None], PairResult]:
+    """What the revocation phase found for each pair (the most telling, if several entries:
+    would-revoke, then retained, then not-owned)."""
+    found: dict[tuple[str, str | None], PairResult] = {}
+    for result in results:
+        if result.status not in REVOCATION_STATUSES:
+            continue
+        key = (result.decision.group_id, result.decision.target)
+        before = found.get(key)
+        if before is None or _RANK[result.status] < _RANK[before.status]:
+            found[key] = result
+    return found
+
+
+_RANK = {
+    PairStatus.WOULD_REVOKE: 0,
+    PairStatus.REVOKED: 0,
+    PairStatus.RETAINED: 1,
+    PairStatus.NOT_OWNED: 2,
+}
+
+
+def _revoked(new: PairResult | None, current: PairResult | None) -> bool:
+    """The new policy would revoke the function's grant of the pair, the current would not."""
+    due = (PairStatus.WOULD_REVOKE, PairStatus.REVOKED)
+    return new is not None and new.status in due and (current is None or current.status not in due)
 
 
 def _group_name(trace: PairTrace | None) -> str | None:
@@ -281,9 +343,44 @@ def _effect_grant(pair: PairPlan) -> str:
 
 
 def _effect_deny(pair: PairPlan) -> str:
+    kept = _kept(pair)
+    if kept is not None:
+        return f"no longer allowed; {kept}"
     if pair.granted_now:
-        return "no longer allowed; the grant it has stays (the function never revokes)"
+        if pair.revokes:
+            return (
+                "no longer allowed; the grant it has stays: the ledger owns no entry of it "
+                "(not the function's)"
+            )
+        return (
+            "no longer allowed; the grant it has stays (the function revokes only its own "
+            "grants of a target with revoke: true)"
+        )
     return "no longer allowed; not granted now"
+
+
+def _kept(pair: PairPlan) -> str | None:
+    """Why a revoking target's grant stays: not owned, or another owner still needs it."""
+    revocation = pair.revocation
+    if revocation is None or revocation.status is PairStatus.WOULD_REVOKE:
+        return None
+    if revocation.status is PairStatus.NOT_OWNED:
+        return (
+            "the grant stays: the function does not own it (made by hand, or there before "
+            "the function came to it)"
+        )
+    if revocation.status is PairStatus.RETAINED:
+        return "the grant stays for another owner: " + revocation.decision.reason
+    return None
+
+
+def _effect_revoked(pair: PairPlan) -> str:
+    reason = pair.revocation.decision.reason if pair.revocation is not None else ""
+    why = reason.removeprefix("dry run: would revoke (").removesuffix(")")
+    return (
+        "the function's own grant is revoked (by the next event for the group, or an "
+        f"enforcing sweep): {why}"
+    )
 
 
 def _effect_needs_event(pair: PairPlan) -> str:
@@ -297,7 +394,13 @@ def _effect_needs_event(pair: PairPlan) -> str:
 def _effect_moved(pair: PairPlan) -> str:
     old = pair.current.destination if pair.current else None
     new = pair.new.destination if pair.new else None
-    return f"the next sweep authorizes it into {new}; {old} keeps its grant"
+    revocation = pair.revocation
+    if revocation is not None and revocation.status is PairStatus.WOULD_REVOKE:
+        return f"the next sweep authorizes it into {new}; the function's grant of {old} is revoked"
+    kept = _kept(pair)
+    return f"the next sweep authorizes it into {new}; {old} keeps its grant" + (
+        f" ({kept})" if kept else ""
+    )
 
 
 _EFFECTS = {
@@ -306,6 +409,7 @@ _EFFECTS = {
     Change.DENY: _effect_deny,
     Change.NEEDS_EVENT: _effect_needs_event,
     Change.MOVED: _effect_moved,
+    Change.REVOKED: _effect_revoked,
 }
 
 

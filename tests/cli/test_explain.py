@@ -63,7 +63,7 @@ def aws(running: EmbeddedAws, monkeypatch: pytest.MonkeyPatch) -> EmbeddedAws:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", DUMMY_CREDENTIALS["aws_access_key_id"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", DUMMY_CREDENTIALS["aws_secret_access_key"])
     monkeypatch.setenv("AWS_REGION", "us-east-1")
-    for name in ("POLICY_FILE", "POLICY_PARAMETER", "TAG_KEY", "ACCOUNT_ID"):
+    for name in ("POLICY_FILE", "POLICY_PARAMETER", "TAG_KEY", "ACCOUNT_ID", "LEDGER_TABLE"):
         monkeypatch.delenv(name, raising=False)
     return running
 

@@ -174,6 +174,8 @@ def test_an_interrupted_replay_deletes_what_succeeded_and_makes_the_rest_visible
             "0",
             "--idempotency-table",
             aws.scenario.idempotency_table,
+            "--ledger-table",
+            str(aws.scenario.ledger_table),
             "--concurrency",
             "4",
             "--json",

@@ -140,7 +140,13 @@ def test_the_operators_commands_run_without_the_extra(aws: EmbeddedAws, tmp_path
 
     peek, peek_loaded = without_extra("peek", *queue, "--json")
     replay, _ = without_extra(
-        "replay", *queue, "--local", "--idempotency-table", aws.scenario.idempotency_table
+        "replay",
+        *queue,
+        "--local",
+        "--idempotency-table",
+        aws.scenario.idempotency_table,
+        "--ledger-table",
+        str(aws.scenario.ledger_table),
     )
     reconcile, _ = without_extra("reconcile", "--endpoint-url", aws.endpoint_url, "--dry-run")
     explain, explain_loaded = without_extra(

@@ -49,7 +49,7 @@ def aws(running: EmbeddedAws, monkeypatch: pytest.MonkeyPatch) -> EmbeddedAws:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", DUMMY_CREDENTIALS["aws_access_key_id"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", DUMMY_CREDENTIALS["aws_secret_access_key"])
     monkeypatch.setenv("AWS_REGION", "us-east-1")
-    for name in ("POLICY_FILE", "POLICY_PARAMETER", "TAG_KEY", "ACCOUNT_ID"):
+    for name in ("POLICY_FILE", "POLICY_PARAMETER", "TAG_KEY", "ACCOUNT_ID", "LEDGER_TABLE"):
         monkeypatch.delenv(name, raising=False)
     return running
 
@@ -166,7 +166,8 @@ def test_removing_a_target_denies_its_groups_and_a_grant_stays(
     }
     effects = {c["groupId"]: c["effect"] for c in document["changes"]}
     assert effects[ORDERS_GROUP] == (
-        "no longer allowed; the grant it has stays (the function never revokes)"
+        "no longer allowed; the grant it has stays (the function revokes only its own grants "
+        "of a target with revoke: true)"
     )
     assert effects[LEGACY_APP] == "no longer allowed; not granted now"
     assert set(document["targets"]["removed"]) == {"orders", "legacy"}

@@ -971,6 +971,7 @@ def test_a_missing_cache_group_replayed_locally_after_the_operator_creates_it(
     replay_local = [
         "replay", "--local", *common,
         "--idempotency-table", world.scenario.idempotency_table,
+        "--ledger-table", str(world.scenario.ledger_table),
     ]  # fmt: skip
 
     # peek shows it, and leaves it in the queue
@@ -1137,7 +1138,8 @@ def test_replay_exit_statuses_through_the_cli(
 
     # an unrecognisable body only: 3
     send("garbage")
-    assert cli.main([*base, "--local", "--idempotency-table", table]) == EXIT_UNRECOGNISED
+    local = ["--local", "--idempotency-table", table, "--ledger-table", "t"]
+    assert cli.main([*base, *local]) == EXIT_UNRECOGNISED
     out = capsys.readouterr().out
     assert "unrecognised  (message" in out
     assert out.rstrip().endswith(
@@ -1217,6 +1219,7 @@ def test_the_stack_gives_the_queue_the_table_and_the_policy_parameter(
         outputs={
             "DeadLetterQueueUrl": world.dead_letter_queue_url,
             "IdempotencyTableName": world.scenario.idempotency_table,
+            "LedgerTableName": str(world.scenario.ledger_table),
         },
         parameters={"PolicyParameterName": "/cache-ingress/policy", "TagKey": "cache-ingress"},
     )

@@ -60,6 +60,8 @@ def replay_local(aws: EmbeddedAws, capsys: pytest.CaptureFixture[str]) -> tuple[
             "0",
             "--idempotency-table",
             aws.scenario.idempotency_table,
+            "--ledger-table",
+            str(aws.scenario.ledger_table),
         ]
     )
     return status, capsys.readouterr().out

@@ -128,6 +128,56 @@ def test_a_rule_differing_only_in_description_is_a_duplicate(clients: dict[str, 
     assert permission_6380["FromPort"] == 6380
 
 
+def _rule_from(ec2: Any, cache_group: str, source: str, description: str) -> str:
+    made = ec2.authorize_security_group_ingress(
+        GroupId=cache_group,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 6379,
+                "ToPort": 6379,
+                "UserIdGroupPairs": [{"GroupId": source, "Description": description}],
+            }
+        ],
+    )
+    return str(made["SecurityGroupRules"][0]["SecurityGroupRuleId"])
+
+
+def test_a_group_referencing_rule_is_described_with_its_description(
+    clients: dict[str, Any],
+) -> None:
+    ec2 = clients["ec2"]
+    vpc = ec2.create_vpc(CidrBlock="10.3.0.0/16")["Vpc"]["VpcId"]
+    cache = ec2.create_security_group(GroupName="cache", Description="c", VpcId=vpc)["GroupId"]
+    app = ec2.create_security_group(GroupName="app", Description="a", VpcId=vpc)["GroupId"]
+    rule_id = _rule_from(ec2, cache, app, "cache-ingress sessions event e-1")
+
+    rules = ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [cache]}])
+
+    [rule] = [r for r in rules["SecurityGroupRules"] if not r["IsEgress"]]
+    assert rule["SecurityGroupRuleId"] == rule_id
+    assert rule["ReferencedGroupInfo"]["GroupId"] == app
+    assert rule["Description"] == "cache-ingress sessions event e-1"
+
+
+def test_a_referenced_group_cannot_be_deleted_until_its_rule_is_gone(
+    clients: dict[str, Any],
+) -> None:
+    ec2 = clients["ec2"]
+    vpc = ec2.create_vpc(CidrBlock="10.4.0.0/16")["Vpc"]["VpcId"]
+    cache = ec2.create_security_group(GroupName="cache", Description="c", VpcId=vpc)["GroupId"]
+    app = ec2.create_security_group(GroupName="app", Description="a", VpcId=vpc)["GroupId"]
+    rule_id = _rule_from(ec2, cache, app, "x")
+
+    with pytest.raises(ec2.exceptions.ClientError) as refused:
+        ec2.delete_security_group(GroupId=app)
+    assert refused.value.response["Error"]["Code"] == "DependencyViolation"
+
+    ec2.revoke_security_group_ingress(GroupId=cache, SecurityGroupRuleIds=[rule_id])
+    ec2.delete_security_group(GroupId=app)
+    assert app not in {g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]}
+
+
 def test_rules_from_cidr_ranges_keep_moto_s_own_identity(clients: dict[str, Any]) -> None:
     # Only group-referencing rules are compared without their description; the function
     # never writes a CIDR rule, so moto's own behaviour for those is left as it is.

@@ -48,6 +48,9 @@ def state(clients: dict[str, Any], world: SeededWorld) -> dict[str, Any]:
         ),
         "tables": clients["dynamodb"].list_tables()["TableNames"],
         "records": clients["dynamodb"].scan(TableName=table)["Count"],
+        "ledger entries": clients["dynamodb"].scan(TableName=str(world.scenario.ledger_table))[
+            "Count"
+        ],
         "queues": clients["sqs"].list_queues().get("QueueUrls", []),
         "messages": clients["sqs"].get_queue_attributes(
             QueueUrl=world.dead_letter_queue_url, AttributeNames=["All"]
@@ -76,8 +79,9 @@ def expected(world: SeededWorld) -> dict[str, Any]:
             [c.cache_cluster_id for c in scenario.cache_clusters]
             + [m for r in scenario.replication_groups for m in r.member_clusters]
         ),
-        "tables": [scenario.idempotency_table],
+        "tables": sorted([scenario.idempotency_table, str(scenario.ledger_table)]),
         "records": 0,
+        "ledger entries": 0,
         "queues": [world.dead_letter_queue_url],
         "messages": "0",
         "parameters": [],
@@ -119,6 +123,10 @@ def leave_something_everywhere(clients: dict[str, Any], world: SeededWorld) -> N
     )
     clients["dynamodb"].put_item(
         TableName=scenario.idempotency_table, Item={"id": {"S": "left-behind"}}
+    )
+    clients["dynamodb"].put_item(
+        TableName=str(scenario.ledger_table),
+        Item={"pk": {"S": "rule#left"}, "sk": {"S": "entry#behind"}},
     )
     clients["dynamodb"].create_table(
         TableName="stray",

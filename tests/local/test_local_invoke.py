@@ -567,14 +567,18 @@ def test_the_demo_walks_through_its_steps_and_exits_0() -> None:
     assert completed.returncode == 0, completed.stdout + completed.stderr
     output = completed.stdout
     steps = re.findall(r"^(\d)\. (.+)$", output, flags=re.MULTILINE)
-    assert [number for number, _ in steps] == ["1", "2", "3", "4"]
-    assert output.count("\n   ok\n") == 4
+    assert [number for number, _ in steps] == ["1", "2", "3", "4", "5"]
+    assert output.count("\n   ok\n") == 5
     assert "orders-cache-sg now admits orders-app" in output
     assert "orders: denied by rule required-tags" in output
     assert "dead-letter queue cache-ingress-dlq (GrantFailed)" in output
     assert "1 replayed, 1 succeeded, 0 still failing" in output
     assert "inventory-cache-sg now admits inventory-app" in output
-    assert "4 of 4 steps had their expected outcome." in output
+    # With revoke: true, the removed tag revokes the grant of step 1; the ledger says so.
+    assert "orders: revoked; the group's cache-ingress tag no longer names orders" in output
+    assert "result    orders-cache-sg admits nothing" in output
+    assert re.search(r"ledger    orders-app into orders-cache-sg: made at \S+ by event", output)
+    assert "5 of 5 steps had their expected outcome." in output
     assert '"message":' not in output  # log lines only with --verbose
 
 
@@ -589,6 +593,7 @@ def test_the_demo_exits_1_when_a_step_goes_otherwise(monkeypatch: pytest.MonkeyP
     )
     monkeypatch.setattr(demo, "STEPS", (step,))
     monkeypatch.setattr(demo, "replay_step", lambda session: None)
+    monkeypatch.setattr(demo, "revoke_step", lambda session: None)
     out = io.StringIO()
 
     status = demo.run(argparse.Namespace(verbose=True), stdout=out)

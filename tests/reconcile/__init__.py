@@ -37,6 +37,7 @@ cache_security_groups:
   - name: orders-cache-sg
   - name: payments-cache-sg
 idempotency_table: cache-ingress-idempotency
+ledger_table: cache-ingress-ledger
 dead_letter_queue: cache-ingress-dlq
 """
 CLASSIC_POLICY = """

@@ -46,6 +46,8 @@ def test_against_the_embedded_aws_over_http_with_the_account_from_sts(
             embedded.scenario.region,
             "--idempotency-table",
             table,
+            "--ledger-table",
+            str(embedded.world.scenario.ledger_table),
             "--page-size",
             "5",
             "--policy-file",

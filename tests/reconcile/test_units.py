@@ -58,7 +58,8 @@ class FakeGranter:
     def register(self, context: Any) -> None:
         pass
 
-    def grant(self, grant: Grant, principal: str | None) -> Decision:
+    def grant(self, grant: Grant, principal: str | None, origin: object = None) -> Decision:
+        del origin  # what the ledger would record: this double keeps none
         self.granted.append(grant)
         return Decision(
             grant.group_id,
@@ -144,8 +145,8 @@ def test_the_sweeps_grants_carry_its_run_id_as_their_event_id() -> None:
 
 
 def test_a_principal_target_is_needs_event_only_when_every_other_rule_holds() -> None:
-    # `principals` is the last rule decide() checks: a group that also breaks another rule
-    # is denied by that rule, never reported as something an event could fix.
+    # A group that also breaks another rule is denied by that rule, never reported as
+    # something an event could fix.
     reconciler, granter, _ = sweep(
         [
             [

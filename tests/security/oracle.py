@@ -32,6 +32,13 @@ The rules, as read here:
     dead-letter queue) counts only when CloudTrail's history holds a record under the
     event's `eventID`, made within the last 90 days, that succeeded and has the same event
     source, event name, principal, security groups, tag set, region and account.
+- A hold on a (group, target) pair (README, "Holds") stops the pair: it is not granted while
+  the hold stands.
+- Revocation (README, "Ownership and revocation"): for a target with `revoke: true`, a grant
+  the function made is revoked when its reason is gone now: the group no longer exists, its
+  tag no longer names the target, a rule above no longer allows the pair as the principal
+  that asked for it asked (nobody, for a Tag Change or the sweep), or a hold stands on it.
+  A grant that was there before the function came to it is never revoked.
 - A VPC target (`vpc_security_group`, `replication_group`, `cache_cluster`) is granted by a
   rule on the cache's VPC security group, TCP on the cache's port, from the tagged group;
   the tagged group must be in a VPC, the same as the cache's security group's. Nothing is
@@ -191,6 +198,33 @@ def permitted(
             if in_the_cache_vpc and group.get("vpc_id") is not None:
                 permits.add(replace(permit, vpc_cache=cache))
     return permits
+
+
+def reason_remains(
+    group: Mapping[str, Any] | None,
+    target_name: str,
+    policy: Mapping[str, Any],
+    scope: Scope,
+    *,
+    principal: str | None = None,
+    held: bool = False,
+) -> bool:
+    """Whether a grant of (group, target) the function made, asked for by `principal`,
+    still has its reason now (classic targets; the README's revocation rules)."""
+    if held or group is None:
+        return False
+    tag_key = str(policy.get("tag_key", DEFAULT_TAG_KEY))
+    target = (policy.get("targets") or {}).get(target_name)
+    if target is None or tag_key not in group["tags"]:
+        return False
+    if target_name not in named_targets(group["tags"][tag_key]):
+        return False
+    if not _target_allows(target, group, scope):
+        return False
+    patterns = (target.get("allow") or {}).get("principals")
+    if patterns is None:
+        return True
+    return principal is not None and any(wildcard_match(p, principal) for p in patterns)
 
 
 def _target_allows(target: Mapping[str, Any], group: Mapping[str, Any], scope: Scope) -> bool:

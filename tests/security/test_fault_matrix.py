@@ -225,25 +225,41 @@ def cell(shared: SharedWorld, multi_group: str) -> Cell:
 
 
 class StepFault:
-    """Fails exactly the `at`-th call of one operation, through tests.support.faults.Fault."""
+    """Fails exactly the `at`-th call of one operation, through tests.support.faults.Fault.
 
-    def __init__(self, client: Any, operation: str, kind: str, *, at: int) -> None:
+    With `table`, only calls to that DynamoDB table count: the idempotency records and the
+    grant ledger are written with the same operations, and a step names one of them.
+    """
+
+    def __init__(
+        self, client: Any, operation: str, kind: str, *, at: int, table: str | None = None
+    ) -> None:
         self._client = client
         self._at = at
         self._seen = 0
+        self._table = table
+        self._next_table: str | None = None
         self.fault = Fault(client, operation, kind, times=0)
         service = client.meta.service_model.service_id.hyphenize()
         self._event = f"before-call.{service}.{operation}"
+        self._params_event = f"provide-client-params.{service}.{operation}"
+        client.meta.events.register(self._params_event, self._note_table)
         # First in line, so the Fault sees its arming before it decides.
         client.meta.events.register_first(self._event, self._count)
 
+    def _note_table(self, params: dict[str, Any], **_: Any) -> None:
+        self._next_table = params.get("TableName")
+
     def _count(self, **_: Any) -> None:
+        if self._table is not None and self._next_table != self._table:
+            return
         self._seen += 1
         if self._seen == self._at:
             self.fault.remaining = 1
 
     def clear(self) -> None:
         self._client.meta.events.unregister(self._event, self._count)
+        self._client.meta.events.unregister(self._params_event, self._note_table)
         self.fault.clear()
 
 
@@ -284,7 +300,8 @@ def test_every_event_is_accounted_for_and_a_retry_finishes_only_what_remains(
     event = tag_change(cell.group_id, event_id=f"fault-{step.label}-{kind}")
     if step.third_grant_fails:
         clients["elasticache"].delete_cache_security_group(CacheSecurityGroupName=CACHE_GROUPS[2])
-    faults = [StepFault(clients[step.service], step.operation, kind, at=step.at)]
+    table = cell.fresh.table if step.service == "dynamodb" else None
+    faults = [StepFault(clients[step.service], step.operation, kind, at=step.at, table=table)]
     if step.after_failed_authorize is not None:
         faults.append(
             StepFault(

@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache, partial
 from pathlib import Path
@@ -41,6 +41,7 @@ from cache_ingress.cache_security_groups import authorize
 from cache_ingress.deadletter import DeadLetterQueue
 from cache_ingress.errors import AwsCallError, TransientFailureError
 from cache_ingress.grants import Granter
+from cache_ingress.ledger import Ledger
 from cache_ingress.models import SecurityGroupFacts
 from cache_ingress.policy_source import PolicySource
 from cache_ingress.settings import Settings
@@ -368,17 +369,23 @@ class MotoCase:
     policy: dict[str, Any]
     groups: list[dict[str, str]]
     shape: EventShape
+    # (index of a group, target name): an operator's hold on the pair (README, "Holds").
+    holds: list[tuple[int, str]] = field(default_factory=list)
 
 
 @st.composite
 def moto_cases(draw: st.DrawFn) -> MotoCase:
     policy = draw(policies(vpc=True))
     names = list(policy["targets"])
-    return MotoCase(
-        policy=policy,
-        groups=draw(st.lists(group_tags(names), min_size=1, max_size=3)),
-        shape=draw(event_shapes()),
+    groups = draw(st.lists(group_tags(names), min_size=1, max_size=3))
+    holds = draw(
+        st.lists(
+            st.tuples(st.integers(0, len(groups) - 1), st.sampled_from([*names, "other"])),
+            max_size=2,
+            unique=True,
+        )
     )
+    return MotoCase(policy=policy, groups=groups, shape=draw(event_shapes()), holds=holds)
 
 
 @st.composite
@@ -442,14 +449,20 @@ def check_moto_world(case: MotoCase, shared: SharedWorld) -> None:
         }
     )
     group_ids = [_create_group(shared, tags) for tags in case.groups]
+    ledger = Ledger(shared.clients["dynamodb"], fresh.environment["LEDGER_TABLE"])
+    held = {(group_ids[index], target) for index, target in case.holds}
+    for group_id, target in held:
+        ledger.hold(group_id, target, reason="a generated hold", by="the property")
     built = build_event(case.shape, group_ids, case.groups[0].get("cache-ingress"))
     record_history(built)
     named = built.named
     scope = oracle.Scope(ACCOUNT, REGION, case.shape.account, case.shape.region)
     groups_now = shared.groups_now(named)
-    permits = oracle.permitted(
+    allowed = oracle.permitted(
         named, groups_now, built.event, policy, scope, caches, built.delivery()
     )
+    # A held pair is never granted, whatever the policy allows.
+    permits = {p for p in allowed if (p.group_id, p.target) not in held}
 
     summary = build_authorizer(settings_, shared.injected_clients(settings_)).handle(
         built.event, FakeLambdaContext(), replay=built.operator_replay
@@ -469,7 +482,9 @@ def check_moto_world(case: MotoCase, shared: SharedWorld) -> None:
     )
     permitted_pairs = {(p.group_id, p.target): p for p in permits}
     for pair, decision in by_pair.items():
-        if pair not in permitted_pairs:
+        if pair in held and any((p.group_id, p.target) == pair for p in allowed):
+            assert (decision["outcome"], decision.get("rule")) == ("denied", "hold"), decision
+        elif pair not in permitted_pairs:
             assert decision["outcome"] in FINAL_DENIALS, decision
         elif permitted_pairs[pair].cache_security_group == "absent-cache-sg":
             assert decision["outcome"] == "failed", decision
@@ -489,6 +504,7 @@ def check_moto_world(case: MotoCase, shared: SharedWorld) -> None:
     statistic(f"the call set: {case.shape.sets}; CloudTrail: {case.shape.history}")
     statistic(f"authorize calls: {min(len(sent), 3)}{'+' if len(sent) > 3 else ''}")
     statistic(f"ingress rules: {min(len(rules), 2)}{'+' if len(rules) > 2 else ''}")
+    statistic(f"held pairs the policy allowed: {min(len(set(allowed) - permits), 1)}")
     assert shared.dead_letter_count(fresh.queue_url) == int(failed and not built.operator_replay)
 
 

@@ -25,10 +25,19 @@ REGION = "us-east-1"
 PSEUDO = {"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": ACCOUNT}
 # Actions IAM cannot scope to a resource (the service authorization reference lists no
 # resource type for them): the only ones that may use Resource "*".
-UNSCOPABLE_ACTIONS = frozenset({"ec2:DescribeSecurityGroups", "cloudtrail:LookupEvents"})
+UNSCOPABLE_ACTIONS = frozenset(
+    {"ec2:DescribeSecurityGroups", "ec2:DescribeSecurityGroupRules", "cloudtrail:LookupEvents"}
+)
 LOOKUP = "cloudtrail:LookupEvents"
 AUTHORIZE = "elasticache:AuthorizeCacheSecurityGroupIngress"
+REVOKE = "elasticache:RevokeCacheSecurityGroupIngress"
 ADD_RULE = "ec2:AuthorizeSecurityGroupIngress"
+REMOVE_RULE = "ec2:RevokeSecurityGroupIngress"
+LEDGER = "<GrantLedgerTable.Arn>"
+LEDGER_INDEXES = f"{LEDGER}/index/*"
+LEDGER_READS = frozenset(
+    {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan", "dynamodb:BatchGetItem"}
+)
 # Reads of any cache of the stack's own account and region (VPC targets name caches in a
 # policy that changes without a deployment; ElastiCache derives member cluster ids).
 _CACHES = f"arn:aws:elasticache:{REGION}:{ACCOUNT}"
@@ -110,6 +119,8 @@ class Evaluator:
             return not self.value(argument[0])
         if key == "Fn::Or":
             return any(self.value(item) for item in argument)
+        if key == "Fn::And":
+            return all(self.value(item) for item in argument)
         if key == "Fn::Select":
             index, items = argument
             return self.value(items)[int(index)]
@@ -203,11 +214,15 @@ def test_every_statement_allows_named_actions_on_named_resources(parameters: str
         for resource in resources_:
             if resource == "*" or "*" not in resource:
                 continue
-            if actions == [ADD_RULE]:
+            if actions in ([ADD_RULE], [REMOVE_RULE]):
                 # Scoped by ec2:SecurityGroupID to named ids; checked in its own test.
                 assert resource == SECURITY_GROUPS, where
                 assert list(statement["Condition"]) == ["StringEquals"], where
                 assert list(statement["Condition"]["StringEquals"]) == ["ec2:SecurityGroupID"]
+                continue
+            if resource == LEDGER_INDEXES:
+                # The ledger's own indexes, read only.
+                assert set(actions) <= LEDGER_READS, where
                 continue
             assert set(actions) <= set(ACCOUNT_WIDE_CACHE_READS), f"{where}: {resource}"
             assert resource in ACCOUNT_WIDE_CACHE_READS.values(), f"{where}: {resource}"
@@ -234,6 +249,34 @@ def test_authorize_is_limited_to_the_named_cache_security_groups(parameters: str
         assert set(_as_list(statement["Resource"])) == expected
 
 
+@pytest.mark.parametrize("enforce", ["false", "true"])
+@pytest.mark.parametrize("parameters", PARAMETER_SETS)
+def test_revoke_is_scoped_exactly_as_authorize(parameters: str, enforce: str) -> None:
+    evaluator = Evaluator({**PARAMETER_SETS[parameters], "ReconcileEnforce": enforce})
+    statements = list(identity_statements(evaluator))
+
+    def scopes(action: str) -> dict[str, list[tuple[Any, Any]]]:
+        found: dict[str, list[tuple[Any, Any]]] = {}
+        for owner, statement in statements:
+            if action in _as_list(statement["Action"]):
+                assert _as_list(statement["Action"]) == [action], owner
+                found.setdefault(owner, []).append(
+                    (sorted(_as_list(statement["Resource"])), statement.get("Condition"))
+                )
+        return found
+
+    # The event path revokes (targets with revoke: true); the sweep only in enforce mode.
+    revoking = {"IngressFunction"} | ({"ReconcileFunction"} if enforce == "true" else set())
+    authorize, revoke = scopes(AUTHORIZE), scopes(REVOKE)
+    add, remove = scopes(ADD_RULE), scopes(REMOVE_RULE)
+    assert set(remove) == revoking
+    assert set(revoke) == (revoking if authorize else set())
+    for owner in revoking:
+        assert remove[owner] == add[owner], owner
+        if authorize:
+            assert revoke[owner] == authorize[owner], owner
+
+
 @pytest.mark.parametrize(
     "ids", ["", "sg-0c1a2b3c4d5e6f701", "sg-0c1a2b3c4d5e6f701,sg-0c2b3c4d5e6f70812"]
 )
@@ -258,12 +301,19 @@ def test_rules_can_only_be_added_to_the_named_cache_vpc_security_groups(ids: str
 
 def test_the_function_keeps_its_records_and_dead_letters_in_its_own_resources() -> None:
     by_action: dict[str, set[str]] = {}
-    for _, statement in _statements_for("with-policy-parameter"):
+    for owner, statement in _statements_for("with-policy-parameter"):
+        if owner != "IngressFunction":
+            continue
         for action in _as_list(statement["Action"]):
             by_action.setdefault(action, set()).update(_as_list(statement["Resource"]))
 
-    for action in ("GetItem", "PutItem", "UpdateItem", "DeleteItem"):
+    ledger = {LEDGER, LEDGER_INDEXES}
+    assert by_action.pop("dynamodb:GetItem") == {"<IdempotencyTable.Arn>"} | ledger
+    assert by_action.pop("dynamodb:UpdateItem") == {"<IdempotencyTable.Arn>", LEDGER}
+    for action in ("PutItem", "DeleteItem"):
         assert by_action.pop(f"dynamodb:{action}") == {"<IdempotencyTable.Arn>"}
+    for action in ("Query", "BatchGetItem"):
+        assert by_action.pop(f"dynamodb:{action}") == ledger
     assert by_action.pop("sqs:SendMessage") == {DLQ_ARN}
     assert by_action.pop("ssm:GetParameter") == {
         f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/cache-ingress/policy"
@@ -271,19 +321,11 @@ def test_the_function_keeps_its_records_and_dead_letters_in_its_own_resources() 
     assert by_action.pop("ec2:DescribeSecurityGroups") == {"*"}
     assert by_action.pop(LOOKUP) == {"*"}
     assert by_action.pop(ADD_RULE) == {SECURITY_GROUPS}
+    assert by_action.pop(REMOVE_RULE) == {SECURITY_GROUPS}
+    assert by_action.pop("ec2:DescribeSecurityGroupRules") == {"*"}
     for action in ACCOUNT_WIDE_CACHE_READS:
         assert by_action.pop(action) == set(ACCOUNT_WIDE_CACHE_READS.values())
-    assert set(by_action) <= {AUTHORIZE} | _reviewed_other_actions()
-
-
-def _reviewed_other_actions() -> set[str]:
-    """Actions other functions of the stack use, each scoped by the general check above."""
-    return {
-        action
-        for owner, statement in _statements_for("with-policy-parameter")
-        if owner != "IngressFunction"
-        for action in _as_list(statement["Action"])
-    }
+    assert set(by_action) <= {AUTHORIZE, REVOKE}
 
 
 def test_without_a_policy_parameter_the_function_cannot_read_ssm() -> None:
@@ -295,7 +337,7 @@ def test_without_a_policy_parameter_the_function_cannot_read_ssm() -> None:
     assert not any(action.startswith("ssm:") for action in actions)
 
 
-def test_the_dead_letter_queue_policy_admits_only_eventbridge_for_the_three_rules() -> None:
+def test_the_dead_letter_queue_policy_admits_only_eventbridge_for_the_stacks_rules() -> None:
     evaluator = Evaluator()
     rule_arns = {
         f"<{function}{event}.Arn>"
@@ -316,7 +358,8 @@ def test_the_dead_letter_queue_policy_admits_only_eventbridge_for_the_three_rule
     assert list(allow["Condition"]) == ["ArnEquals"]
     assert list(allow["Condition"]["ArnEquals"]) == ["aws:SourceArn"]
     assert set(allow["Condition"]["ArnEquals"]["aws:SourceArn"]) == rule_arns
-    assert len(rule_arns) == 3
+    # Tag Change, CreateTags/DeleteTags, CreateSecurityGroup, DeleteSecurityGroup
+    assert len(rule_arns) == 4
     [insecure] = [s for s in document["Statement"] if s.get("Sid") == "DenyInsecureTransport"]
     assert insecure["Effect"] == "Deny"
     assert insecure["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
@@ -333,6 +376,7 @@ RULES = [
     "<IngressFunctionTagChange.Arn>",
     "<IngressFunctionTaggingCall.Arn>",
     "<IngressFunctionCreateTaggedGroup.Arn>",
+    "<IngressFunctionDeleteGroup.Arn>",
 ]
 QUEUE_ACTIONS = ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage",
                  "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"]  # fmt: skip
@@ -414,16 +458,18 @@ def test_operators_and_administrators_keep_reading_and_deleting(action: str) -> 
 
 def test_the_ingress_function_touches_only_grant_records() -> None:
     from cache_ingress.grants import KEY_PREFIX
+    from cache_ingress.revocations import KEY_PREFIX as REVOKE_PREFIX
 
     evaluator = Evaluator(PARAMETER_SETS["with-policy-parameter"])
     [records] = [
         s
         for owner, s in identity_statements(evaluator)
-        if owner == "IngressFunction"
-        and any(a.startswith("dynamodb:") for a in _as_list(s["Action"]))
+        if owner == "IngressFunction" and "<IdempotencyTable.Arn>" in _as_list(s["Resource"])
     ]
     assert records["Condition"] == {
-        "ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"{KEY_PREFIX}#*"]}
+        "ForAllValues:StringLike": {
+            "dynamodb:LeadingKeys": [f"{KEY_PREFIX}#*", f"{REVOKE_PREFIX}#*"]
+        }
     }
 
 
@@ -489,8 +535,7 @@ def test_nothing_but_eventbridge_rules_can_invoke_the_function() -> None:
 
 
 def test_the_idempotency_table_is_encrypted_recoverable_and_expires_records() -> None:
-    [table] = resources("AWS::DynamoDB::Table").values()
-    properties = table["Properties"]
+    properties = resources("AWS::DynamoDB::Table")["IdempotencyTable"]["Properties"]
 
     assert properties["SSESpecification"]["SSEEnabled"] is True
     assert properties["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
@@ -526,6 +571,7 @@ def test_the_loader_reads_short_tags_as_intrinsics(tmp_path: Path) -> None:
 def test_the_sweep_reads_named_cache_groups_and_touches_only_its_records_and_token() -> None:
     from cache_ingress.grants import KEY_PREFIX
     from cache_ingress.reconcile import CURSOR_KEY
+    from cache_ingress.revocations import KEY_PREFIX as REVOKE_PREFIX
 
     evaluator = Evaluator(PARAMETER_SETS["with-policy-parameter"])
     sweep = [s for owner, s in identity_statements(evaluator) if owner == "ReconcileFunction"]
@@ -534,11 +580,16 @@ def test_the_sweep_reads_named_cache_groups_and_touches_only_its_records_and_tok
         s for s in sweep if "elasticache:DescribeCacheSecurityGroups" in _as_list(s["Action"])
     ]
     assert set(_as_list(read["Resource"])) == set(evaluator.parameters["CacheSecurityGroupArns"])
-    [records] = [s for s in sweep if any(a.startswith("dynamodb:") for a in _as_list(s["Action"]))]
-    # The partition keys the code writes: grant records and the resume token, nothing else.
+    [records] = [s for s in sweep if "<IdempotencyTable.Arn>" in _as_list(s["Resource"])]
+    # The partition keys the code writes: grant and revocation records and the resume
+    # token, nothing else.
     assert records["Condition"] == {
         "ForAllValues:StringLike": {
-            "dynamodb:LeadingKeys": [f"{KEY_PREFIX}#*", CURSOR_KEY.split("#")[0] + "#*"]
+            "dynamodb:LeadingKeys": [
+                f"{KEY_PREFIX}#*",
+                f"{REVOKE_PREFIX}#*",
+                CURSOR_KEY.split("#")[0] + "#*",
+            ]
         }
     }
     function = resources("AWS::Serverless::Function")["ReconcileFunction"]["Properties"]
@@ -546,3 +597,73 @@ def test_the_sweep_reads_named_cache_groups_and_touches_only_its_records_and_tok
     assert evaluator.value(on_failure["Destination"]) == DLQ_ARN
     assert {event["Type"] for event in function["Events"].values()} == {"Schedule"}
     assert function["ReservedConcurrentExecutions"] == 1
+
+
+# --- the grant ledger ----------------------------------------------------------------------
+
+
+def test_the_ledger_is_the_shape_the_code_reads_encrypted_recoverable_and_kept() -> None:
+    from cache_ingress.ledger import TABLE_SHAPE
+
+    ledger = resources("AWS::DynamoDB::Table")["GrantLedgerTable"]
+    properties = ledger["Properties"]
+
+    assert properties["SSESpecification"]["SSEEnabled"] is True
+    assert properties["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    # The audit trail: no TTL, and it outlives the stack.
+    assert "TimeToLiveSpecification" not in properties
+    assert ledger["DeletionPolicy"] == "Retain"
+    assert ledger["UpdateReplacePolicy"] == "Retain"
+    for part in ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode"):
+        assert properties[part] == TABLE_SHAPE[part], part
+
+
+@pytest.mark.parametrize("enforce", ["false", "true"])
+def test_no_function_can_delete_from_the_ledger_or_write_anything_but_grant_entries(
+    enforce: str,
+) -> None:
+    from cache_ingress.ledger import RULE_PREFIX
+
+    evaluator = Evaluator({**PARAMETER_SETS["with-policy-parameter"], "ReconcileEnforce": enforce})
+    for owner in ("IngressFunction", "ReconcileFunction"):
+        on_ledger = [
+            s
+            for o, s in identity_statements(evaluator)
+            if o == owner and {LEDGER, LEDGER_INDEXES} & set(_as_list(s["Resource"]))
+        ]
+        actions = {a for s in on_ledger for a in _as_list(s["Action"])}
+        assert "dynamodb:DeleteItem" not in actions, owner
+        assert "dynamodb:PutItem" not in actions, owner
+        [write] = [s for s in on_ledger if "dynamodb:UpdateItem" in _as_list(s["Action"])]
+        assert _as_list(write["Action"]) == ["dynamodb:UpdateItem"]
+        assert _as_list(write["Resource"]) == [LEDGER]
+        # Grant entries only: holds are the operators'.
+        assert write["Condition"] == {
+            "ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"{RULE_PREFIX}*"]}
+        }
+        reads = {a for s in on_ledger if s is not write for a in _as_list(s["Action"])}
+        assert reads <= LEDGER_READS, owner
+    # Only the sweep scans (the open entries, once per run).
+    scans = {
+        o
+        for o, s in identity_statements(evaluator)
+        if "dynamodb:Scan" in _as_list(s["Action"]) and o.endswith("Function")
+    }
+    assert scans == {"ReconcileFunction"}
+
+
+def test_holds_need_only_the_ledgers_rights() -> None:
+    from cache_ingress.ledger import HOLD_PREFIX
+
+    evaluator = Evaluator(PARAMETER_SETS["with-policy-parameter"])
+    statements = [s for o, s in identity_statements(evaluator) if o == "LedgerOperatorPolicy"]
+
+    resources_ = {r for s in statements for r in _as_list(s["Resource"])}
+    assert resources_ == {LEDGER, LEDGER_INDEXES}
+    [write] = [s for s in statements if "dynamodb:UpdateItem" in _as_list(s["Action"])]
+    assert _as_list(write["Action"]) == ["dynamodb:UpdateItem"]
+    assert write["Condition"] == {
+        "ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"{HOLD_PREFIX}*"]}
+    }
+    reads = {a for s in statements if s is not write for a in _as_list(s["Action"])}
+    assert reads == LEDGER_READS

@@ -87,3 +87,12 @@ def create_tags(
         detail["userIdentity"]["arn"] = principal
     detail.update(detail_overrides)
     return event
+
+
+def delete_security_group(group_id: str, *, event_id: str = "e-delete-0001") -> dict[str, Any]:
+    """CloudTrail's DeleteSecurityGroup of one group, as the stack's rule delivers it."""
+    event = copy.deepcopy(load_event("cloudtrail-delete-security-group.json"))
+    event["id"] = event_id
+    event["detail"]["requestParameters"] = {"groupId": group_id}
+    event["detail"]["eventID"] = f"{event_id}-trail"
+    return event

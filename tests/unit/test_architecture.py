@@ -26,6 +26,8 @@ PURE = {
     "models",
     "envelope",
     "errors",
+    "holds",
+    "ownership",
     "reconcile.report",
 }
 ADAPTERS = {
@@ -39,6 +41,7 @@ ADAPTERS = {
     "deadletter",
     "cloudtrail",
     "granted_state",
+    "ledger",
     "reconcile.listing",
     "reconcile.cursor",
 }

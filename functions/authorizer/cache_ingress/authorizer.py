@@ -1,4 +1,5 @@
-"""One event, end to end: intake → current state → policy → grants → one summary.
+"""One event, end to end: intake → current state → policy → holds → grants → revocations →
+one summary.
 
 Every event ends in exactly one of three ways: all decisions made (returned), in the
 dead-letter queue (returned, with the message id), or raised for Lambda to retry
@@ -23,7 +24,9 @@ from cache_ingress.errors import (
     PolicyError,
     TransientFailureError,
 )
-from cache_ingress.intake import Ignored, parse_event
+from cache_ingress.holds import RULE as HOLD_RULE
+from cache_ingress.holds import apply_holds
+from cache_ingress.intake import DELETE_GROUP, Ignored, parse_event
 from cache_ingress.models import (
     Decision,
     FailureKind,
@@ -34,13 +37,18 @@ from cache_ingress.models import (
     TagRequest,
 )
 from cache_ingress.observability import logger, metrics
+from cache_ingress.ownership import GrantOrigin, Judging
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
     from cache_ingress.deadletter import DeadLetterQueue
+    from cache_ingress.decisions import Plan
     from cache_ingress.grants import Granter
+    from cache_ingress.ledger import Ledger
+    from cache_ingress.policy import Policy
     from cache_ingress.policy_source import PolicySource
+    from cache_ingress.revocations import Revoker
     from cache_ingress.settings import Settings
 
 DescribeGroups = Callable[[Sequence[str]], dict[str, SecurityGroupFacts]]
@@ -53,6 +61,9 @@ _METRIC_NAMES = {
     Outcome.NOT_APPLICABLE: "NotApplicable",
     Outcome.DRY_RUN: "DryRun",
     Outcome.FAILED: "Failed",
+    Outcome.REVOKED: "Revoked",
+    Outcome.NOT_OWNED: "NotOwned",
+    Outcome.RETAINED: "Retained",
 }
 
 
@@ -81,6 +92,8 @@ class Authorizer:
         granter: Callable[[], Granter],
         dead_letters: Callable[[], DeadLetterQueue],
         verify_principal: VerifyPrincipal,
+        ledger: Callable[[], Ledger] | None = None,
+        revoker: Callable[[], Revoker] | None = None,
     ) -> None:
         self._settings = settings
         self._policies = policies
@@ -88,6 +101,10 @@ class Authorizer:
         self._granter = granter
         self._dead_letters = dead_letters
         self._verify_principal = verify_principal
+        # Without a ledger (a stack from before it, a local run without one): grants as
+        # before, with no entry, no hold and no revocation.
+        self._ledger = ledger
+        self._revoker = revoker
 
     def handle(
         self, event: object, context: LambdaContext | None = None, *, replay: bool = False
@@ -130,20 +147,18 @@ class Authorizer:
     ) -> dict[str, Any]:
         parsed = parse_event(event)
         if isinstance(parsed, Ignored):
-            logger.info(
-                "event ignored",
-                extra={
-                    "event_id": parsed.event_id,
-                    "reason": parsed.reason,
-                    "source": parsed.source,
-                    "detail_type": parsed.detail_type,
-                },
-            )
-            metrics.add_metric(name="Ignored", unit=MetricUnit.Count, value=1)
-            return _summary(parsed.event_id, "ignored", [], self._settings.dry_run, parsed.reason)
+            return self._ignored(parsed.event_id, parsed.reason, parsed.source, parsed.detail_type)
         if replay and not parsed.replayed:
             parsed = replace(parsed, replayed=True)
         policy = self._policies.current()
+        if parsed.event_name == DELETE_GROUP and not self._revokes(policy):
+            return self._ignored(
+                parsed.event_id,
+                "a deleted group only matters to revocation, and no target in the policy has "
+                "revoke: true" + ("" if self._ledger is not None else " (or there is no ledger)"),
+                parsed.source,
+                parsed.detail_type,
+            )
         groups = self._describe_groups(parsed.group_ids) if self._in_scope(parsed) else {}
         decide_now = partial(
             decide,
@@ -160,7 +175,11 @@ class Authorizer:
             provenance = self._verify_principal(parsed)
             _log_provenance(parsed, provenance)
             plan = decide_now(provenance=provenance)
-        decisions = plan.decisions + self._grant(plan.grants, parsed, context)
+        judging = self._judging(parsed, groups)
+        plan = self._apply_holds(plan, parsed, judging)
+        decisions = plan.decisions + self._grant(plan.grants, parsed, context, policy)
+        if judging is not None and self._revokes(policy):
+            decisions += self._revoke(parsed, judging, policy, context)
         for decision in decisions:
             _log_decision(parsed, decision)
         transient = [d for d in decisions if d.failure is FailureKind.TRANSIENT]
@@ -185,8 +204,67 @@ class Authorizer:
             self._settings.region,
         )
 
+    def _ignored(
+        self, event_id: str, reason: str, source: str | None, detail_type: str | None
+    ) -> dict[str, Any]:
+        logger.info(
+            "event ignored",
+            extra={
+                "event_id": event_id,
+                "reason": reason,
+                "source": source,
+                "detail_type": detail_type,
+            },
+        )
+        metrics.add_metric(name="Ignored", unit=MetricUnit.Count, value=1)
+        return _summary(event_id, "ignored", [], self._settings.dry_run, reason)
+
+    def _revokes(self, policy: Policy) -> bool:
+        return self._revoker is not None and policy.revokes
+
+    def _judging(
+        self, request: TagRequest, groups: dict[str, SecurityGroupFacts]
+    ) -> Judging | None:
+        """What holds and revocations read, shared; None without a ledger or out of scope."""
+        if self._ledger is None or not self._in_scope(request):
+            return None
+        return Judging(groups={group_id: groups.get(group_id) for group_id in request.group_ids})
+
+    def _apply_holds(self, plan: Plan, request: TagRequest, judging: Judging | None) -> Plan:
+        """Holds are read only for the grants about to be made: one BatchGetItem."""
+        if not plan.grants or judging is None or self._ledger is None:
+            return plan
+        pairs = {(grant.group_id, grant.target) for grant in plan.grants}
+        asked = judging.holds.missing(pairs)
+        judging.holds.add(asked, self._ledger().holds_for(asked))
+        return apply_holds(plan, judging.holds.for_pairs(pairs), request.principal)
+
+    def _revoke(
+        self,
+        request: TagRequest,
+        judging: Judging,
+        policy: Policy,
+        context: LambdaContext | None,
+    ) -> list[Decision]:
+        if self._revoker is None:
+            return []
+        revoker = self._revoker()
+        if context is not None:
+            revoker.register(context)
+        return revoker.for_groups(
+            request.event_id,
+            request.group_ids,
+            judging,
+            policy,
+            dry_run=self._settings.dry_run,
+        )
+
     def _grant(
-        self, grants: Sequence[Grant], request: TagRequest, context: LambdaContext | None
+        self,
+        grants: Sequence[Grant],
+        request: TagRequest,
+        context: LambdaContext | None,
+        policy: Policy,
     ) -> list[Decision]:
         if not grants:
             return []
@@ -200,7 +278,11 @@ class Authorizer:
         granter = self._granter()
         if context is not None:
             granter.register(context)
-        return [granter.grant(grant, request.principal) for grant in grants]
+        path = "replay" if request.replayed else "event"
+        return [
+            granter.grant(grant, request.principal, _origin(path, policy, grant, request))
+            for grant in grants
+        ]
 
     def _dead_letter(
         self,
@@ -254,6 +336,12 @@ class Authorizer:
         return summary
 
 
+def _origin(path: str, policy: Policy, grant: Grant, request: TagRequest) -> GrantOrigin:
+    target = policy.targets.get(grant.target)
+    revoke = target.revoke if target is not None else False
+    return GrantOrigin(path, policy.digest, revoke, request.principal)
+
+
 def _event_id(event: object) -> str | None:
     event_id = event.get("id") if isinstance(event, dict) else None
     return event_id[:128] if isinstance(event_id, str) else None
@@ -282,11 +370,13 @@ def _log_decision(request: TagRequest, decision: Decision) -> None:
     message = f"ingress {decision.outcome}"
     if decision.outcome is Outcome.FAILED:
         logger.error(message, extra=fields)
-    elif decision.outcome is Outcome.DENIED:
+    elif decision.outcome in (Outcome.DENIED, Outcome.NOT_OWNED):
         logger.warning(message, extra=fields)
     else:
         logger.info(message, extra=fields)
     metrics.add_metric(name=_METRIC_NAMES[decision.outcome], unit=MetricUnit.Count, value=1)
+    if decision.rule == HOLD_RULE and decision.outcome is Outcome.DENIED:
+        metrics.add_metric(name="Held", unit=MetricUnit.Count, value=1)
 
 
 def _summary(

@@ -1,4 +1,5 @@
-"""ElastiCache adapter: authorize an EC2 security group into a cache security group."""
+"""ElastiCache adapter: authorize an EC2 security group into a cache security group, and
+revoke it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from cache_ingress.errors import AwsCallError
 from cache_ingress.models import Grant, Outcome
 
 ALREADY_EXISTS = "AuthorizationAlreadyExists"
+NOT_FOUND = "AuthorizationNotFound"
+REVOKE_ACTION = "elasticache:RevokeCacheSecurityGroupIngress"
 CLASSIC_UNAVAILABLE = "not permitted in this API version"
 
 
@@ -38,3 +41,21 @@ def authorize(elasticache: Any, grant: Grant) -> Outcome:
     except BotoCoreError as exc:
         raise aws_call_error(exc, "elasticache:AuthorizeCacheSecurityGroupIngress") from exc
     return Outcome.AUTHORIZED
+
+
+def revoke(elasticache: Any, grant: Grant) -> bool:
+    """Revoke the grant's pair; False if the cache security group no longer grants it."""
+    try:
+        elasticache.revoke_cache_security_group_ingress(
+            CacheSecurityGroupName=grant.cache_security_group,
+            EC2SecurityGroupName=grant.group_name,
+            EC2SecurityGroupOwnerId=grant.owner_id,
+        )
+    except ClientError as exc:
+        # The pair, or the whole cache security group, is gone: nothing left to revoke.
+        if exc.response.get("Error", {}).get("Code") in (NOT_FOUND, "CacheSecurityGroupNotFound"):
+            return False
+        raise aws_call_error(exc, REVOKE_ACTION) from exc
+    except BotoCoreError as exc:
+        raise aws_call_error(exc, REVOKE_ACTION) from exc
+    return True

@@ -19,7 +19,9 @@ from cache_ingress.models import TagRequest, TrailCall
 
 TAG_CHANGE = ("aws.tag", "Tag Change on Resource")
 CLOUDTRAIL = ("aws.ec2", "AWS API Call via CloudTrail")
-CLOUDTRAIL_CALLS = frozenset({"CreateTags", "DeleteTags", "CreateSecurityGroup"})
+# A deleted group only matters to revocation: the group can grant nothing any more.
+DELETE_GROUP = "DeleteSecurityGroup"
+CLOUDTRAIL_CALLS = frozenset({"CreateTags", "DeleteTags", "CreateSecurityGroup", DELETE_GROUP})
 MAX_GROUPS_PER_EVENT = 1000
 
 _GROUP_ID = re.compile(r"sg-[0-9a-f]{8,17}")
@@ -162,6 +164,8 @@ def read_trail_call(detail: Mapping[str, Any], where: str) -> TrailCall:
     )
     if detail.get("errorCode") is not None:
         return replace(call, error_code=str(detail["errorCode"]))
+    if event_name == DELETE_GROUP:
+        return replace(call, group_ids=_deleted_group(detail, where))
     if event_name == "CreateSecurityGroup":
         response = _mapping(detail.get("responseElements"), f"{where}.responseElements")
         group_where = f"{where}.responseElements.groupId"
@@ -173,6 +177,15 @@ def read_trail_call(detail: Mapping[str, Any], where: str) -> TrailCall:
         group_ids = tuple(_tagged_group_ids(detail, where))
         tags = _tag_set(detail, where)
     return replace(call, group_ids=group_ids, request_tags=tags)
+
+
+def _deleted_group(detail: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    """DeleteSecurityGroup names its group by id (or, for a default VPC's group, by name
+    alone, which names no id: the sweep finds what such a deletion leaves)."""
+    where = f"{where}.requestParameters"
+    parameters = _mapping(detail.get("requestParameters"), where)
+    group_id = _optional_string(parameters, "groupId", where)
+    return (_group_id(group_id, f"{where}.groupId"),) if group_id else ()
 
 
 def _tagged_group_ids(detail: Mapping[str, Any], where: str) -> Iterable[str]:

@@ -18,6 +18,12 @@ class Outcome(StrEnum):
     NOT_APPLICABLE = "not-applicable"
     DRY_RUN = "dry-run"
     FAILED = "failed"
+    # Revocation, for a pair whose reason is gone (README, "Revocation"): the function's own
+    # grant was revoked; it was left because the function does not own it; or the rule was
+    # kept because another owner's reason remains.
+    REVOKED = "revoked"
+    NOT_OWNED = "not-owned"
+    RETAINED = "retained"
 
 
 class FailureKind(StrEnum):
@@ -250,6 +256,22 @@ class Grant:
             if self.cache is not None:
                 data["cache"] = self.cache
         return data
+
+
+@dataclass(frozen=True, slots=True)
+class Authorized:
+    """What an authorize adapter answered; `rule_id` is the VPC rule's SecurityGroupRuleId."""
+
+    outcome: Outcome
+    rule_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FoundRule:
+    """A VPC rule as EC2 holds it now: its SecurityGroupRuleId and its description."""
+
+    rule_id: str
+    description: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,8 @@ Reference (the README repeats it for reviewers)::
           required_tags: {env: prod}         # optional; value or list of accepted values
           # optional; who may tag: `*` and `?` never match `/` or `:`
           principals: ["arn:aws:sts::111122223333:assumed-role/platform/*"]
+        revoke: true                # optional; default false: revoke the function's own grant
+                                    # when its reason is gone (README, "Revocation")
       sessions:                     # a VPC cache: one of these three destinations instead
         replication_group: sessions-redis          # its VPC security group and port are
         # cache_cluster: legacy-memcached          # looked up through ElastiCache, or given:
@@ -28,10 +30,11 @@ character (a Cyrillic e in a key that reads `env`) can never make a rule that re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -95,6 +98,8 @@ class Target:
     region: str | None
     allow: Allow
     vpc: VpcDestination | None = None
+    # Revoke the function's own grant of this target when its reason is gone (opt-in).
+    revoke: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +107,14 @@ class Policy:
     version: int
     tag_key: str
     targets: Mapping[str, Target]
+    # sha256 of the document as parsed (canonical JSON), so a YAML policy and its JSON build
+    # have the same digest; the ledger records it with every grant.
+    digest: str = ""
+
+    @property
+    def revokes(self) -> bool:
+        """Whether any target revokes: without one, nothing revocation needs is ever read."""
+        return any(target.revoke for target in self.targets.values())
 
 
 def parse_policy(text: str, *, source: str, expected_tag_key: str | None = None) -> Policy:
@@ -119,7 +132,7 @@ def parse_policy(text: str, *, source: str, expected_tag_key: str | None = None)
         )
     if policy is None or problems.found:
         raise PolicyError.invalid(source, problems.located(text))
-    return policy
+    return replace(policy, digest=_digest(document))
 
 
 def policy_as_json(text: str, *, source: str) -> str:
@@ -223,6 +236,11 @@ def _unique_json_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return mapping
 
 
+def _digest(document: object) -> str:
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 def _policy(document: object, problems: _Problems) -> Policy | None:
     root = _object(
         document,
@@ -275,7 +293,10 @@ def _tag_key(tag_key: object, problems: _Problems) -> str | None:
 def _target(name: object, raw: object, problems: _Problems) -> Target | None:
     where = ("targets", name)
     body = _object(
-        raw, where, problems, optional=frozenset({*_DESTINATION_FIELDS, "region", "allow"})
+        raw,
+        where,
+        problems,
+        optional=frozenset({*_DESTINATION_FIELDS, "region", "allow", "revoke"}),
     )
     if body is None:
         return None
@@ -303,8 +324,9 @@ def _target(name: object, raw: object, problems: _Problems) -> Target | None:
     region = body.get("region")
     if region is not None and (not isinstance(region, str) or not _REGION.fullmatch(region)):
         problems.add((*where, "region"), "must be an AWS region such as us-east-1")
+    revoke = _revoke(body.get("revoke", False), (*where, "revoke"), problems)
     allow = _allow(body.get("allow", {}), (*where, "allow"), problems)
-    if cache_group is None and vpc is None:
+    if (cache_group is None and vpc is None) or revoke is None:
         return None
     if allow is None or not isinstance(name, str):
         return None
@@ -317,7 +339,15 @@ def _target(name: object, raw: object, problems: _Problems) -> Target | None:
         region=region,
         allow=allow,
         vpc=vpc,
+        revoke=revoke,
     )
+
+
+def _revoke(raw: object, where: Path, problems: _Problems) -> bool | None:
+    if not isinstance(raw, bool):
+        problems.add(where, f"must be true or false, got {raw!r}")
+        return None
+    return raw
 
 
 def _cache_security_group(raw: object, where: Path, problems: _Problems) -> str | None:

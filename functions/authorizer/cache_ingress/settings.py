@@ -37,6 +37,10 @@ class Settings:
     policy_max_age_seconds: int
     idempotency_expiry_seconds: int
     dry_run: bool
+    # The grant ledger (LEDGER_TABLE): who was granted what, by which event, and the holds.
+    # Unset only where no stack made one (a local run, a stack from before the ledger):
+    # then grants are made as before, with no entry, no hold and no revocation.
+    ledger_table: str | None = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -58,6 +62,7 @@ class Settings:
             policy_max_age_seconds=_integer(environ, "POLICY_MAX_AGE_SECONDS", 300, 0),
             idempotency_expiry_seconds=_integer(environ, "IDEMPOTENCY_EXPIRY_SECONDS", 86_400, 60),
             dry_run=_boolean(environ, "DRY_RUN"),
+            ledger_table=environ.get("LEDGER_TABLE", "").strip() or None,
         )
 
 
@@ -68,10 +73,14 @@ class ReconcileOptions:
     page_size: int = PAGE_SIZE_MAX
     time_reserve_ms: int = 60_000
     resume_max_age_seconds: int = 21_600
+    # Revoke owned grants whose reason is gone (targets with `revoke: true`); otherwise the
+    # sweep only reports them (RECONCILE_ENFORCE, the stack's ReconcileEnforce).
+    enforce: bool = False
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> ReconcileOptions:
-        """RECONCILE_PAGE_SIZE, RECONCILE_TIME_RESERVE_SECONDS, RECONCILE_RESUME_MAX_AGE_SECONDS."""
+        """RECONCILE_PAGE_SIZE, RECONCILE_TIME_RESERVE_SECONDS, RECONCILE_RESUME_MAX_AGE_SECONDS,
+        RECONCILE_ENFORCE."""
         return cls(
             page_size=_integer(
                 environ, "RECONCILE_PAGE_SIZE", PAGE_SIZE_MAX, PAGE_SIZE_MIN, PAGE_SIZE_MAX
@@ -80,6 +89,7 @@ class ReconcileOptions:
             resume_max_age_seconds=_integer(
                 environ, "RECONCILE_RESUME_MAX_AGE_SECONDS", 21_600, 60, 7 * 86_400
             ),
+            enforce=_boolean(environ, "RECONCILE_ENFORCE"),
         )
 
 

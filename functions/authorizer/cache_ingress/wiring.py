@@ -20,9 +20,11 @@ from cache_ingress.authorizer import Authorizer
 from cache_ingress.aws import Clients
 from cache_ingress.deadletter import DeadLetterQueue
 from cache_ingress.decisions import named_vpc_destinations
-from cache_ingress.grants import Granter
+from cache_ingress.grants import Granter, Recorder
 from cache_ingress.models import (
+    Authorized,
     DestinationFacts,
+    FoundRule,
     Grant,
     Outcome,
     Provenance,
@@ -36,9 +38,11 @@ from cache_ingress.settings import ReconcileOptions, Settings, current_settings
 
 if TYPE_CHECKING:
     from cache_ingress.granted_state import IngressRule, Pairs
+    from cache_ingress.ledger import Ledger
     from cache_ingress.reconcile.cursor import CursorStore
     from cache_ingress.reconcile.listing import GroupPage
     from cache_ingress.reconcile.sweep import Reconciler
+    from cache_ingress.revocations import Revoker
 
 _Source = TypeVar("_Source", bound=PolicySource)
 DescribeGroups = Callable[[Sequence[str]], dict[str, SecurityGroupFacts]]
@@ -49,23 +53,13 @@ def build_authorizer(settings: Settings, clients: Clients | None = None) -> Auth
     """Wire the adapters; clients are only created when first used."""
     clients = clients or Clients(settings.region)
     policies = _policy_source(_RememberingPolicySource, settings, clients)
-    describe_security_groups = build_group_describer(settings, clients)
-    resolve_destinations = build_destination_resolver(settings, clients, describe_security_groups)
-
-    def describe(group_ids: Sequence[str]) -> dict[str, SecurityGroupFacts]:
-        """The tagged groups as they are now, each with the VPC caches its tag names.
-
-        The Authorizer reads the policy just before it calls this, so the lookups follow the
-        very policy the decision will use.
-        """
-        policy = policies.last or policies.current()
-        groups = describe_security_groups(group_ids)
-        return with_named_destinations(groups, policy, settings.region, resolve_destinations)
+    describe = _describer_with_destinations(settings, clients, policies)
 
     @cache
     def dead_letters() -> DeadLetterQueue:
         return DeadLetterQueue(clients.get("sqs"), settings.dead_letter_queue_url)
 
+    ledger = _ledger(settings, clients)
     return Authorizer(
         settings,
         policies=policies,
@@ -73,7 +67,104 @@ def build_authorizer(settings: Settings, clients: Clients | None = None) -> Auth
         granter=cache(lambda: build_granter(settings, clients)),
         dead_letters=dead_letters,
         verify_principal=build_principal_verifier(clients),
+        ledger=ledger,
+        revoker=cache(partial(build_revoker, settings, clients)) if ledger is not None else None,
     )
+
+
+def _describer_with_destinations(
+    settings: Settings, clients: Clients, policies: _RememberingPolicySource
+) -> DescribeGroups:
+    """Groups by id as they are now, each with the VPC caches its tag names (looked up)."""
+    describe_security_groups = build_group_describer(settings, clients)
+    resolve_destinations = build_destination_resolver(settings, clients, describe_security_groups)
+
+    def describe(group_ids: Sequence[str]) -> dict[str, SecurityGroupFacts]:
+        """The tagged groups as they are now, each with the VPC caches its tag names.
+
+        The caller reads the policy just before it calls this, so the lookups follow the
+        very policy the decision will use.
+        """
+        policy = policies.last or policies.current()
+        groups = describe_security_groups(group_ids)
+        return with_named_destinations(groups, policy, settings.region, resolve_destinations)
+
+    return describe
+
+
+def _ledger(settings: Settings, clients: Clients) -> Callable[[], Ledger] | None:
+    """The ledger, built on first use; None when the settings name no ledger table."""
+    table = settings.ledger_table
+    if table is None:
+        return None
+
+    @cache
+    def ledger() -> Ledger:
+        from cache_ingress.ledger import Ledger  # noqa: PLC0415
+
+        return Ledger(clients.get("dynamodb"), table)
+
+    return ledger
+
+
+def build_revoker(settings: Settings, clients: Clients) -> Revoker:
+    """Revocation (only built when a policy revokes): the ledger, the two revoke adapters,
+    and idempotency records beside the grants'. Groups are read as the decision reads them,
+    with the VPC caches their tags name under the policy the entries are judged by."""
+    from aws_lambda_powertools.utilities.idempotency import (  # noqa: PLC0415
+        DynamoDBPersistenceLayer,
+    )
+
+    from cache_ingress.ledger import Ledger  # noqa: PLC0415
+    from cache_ingress.revocations import Revoker  # noqa: PLC0415
+    from cache_ingress.vpc_ingress import rule_description  # noqa: PLC0415
+
+    if settings.ledger_table is None:
+        raise ValueError("revocation needs the ledger: LEDGER_TABLE is not set")
+
+    def revoke_rule(grant: Grant, rule_id: str | None) -> bool:
+        if grant.is_vpc:
+            from cache_ingress.vpc_ingress import revoke as remove_rule  # noqa: PLC0415
+
+            if rule_id is None:
+                raise ValueError(f"a VPC rule is revoked by its id only: {grant}")
+            return remove_rule(clients.get("ec2"), grant, rule_id)
+        from cache_ingress.cache_security_groups import revoke  # noqa: PLC0415
+
+        return revoke(clients.get("elasticache"), grant)
+
+    describe_security_groups = build_group_describer(settings, clients)
+    resolve_destinations = build_destination_resolver(settings, clients, describe_security_groups)
+
+    def describe(group_ids: Sequence[str], policy: Policy) -> dict[str, SecurityGroupFacts]:
+        groups = describe_security_groups(group_ids)
+        return with_named_destinations(groups, policy, settings.region, resolve_destinations)
+
+    return Revoker(
+        Ledger(clients.get("dynamodb"), settings.ledger_table),
+        revoke_rule,
+        describe,
+        DynamoDBPersistenceLayer(
+            table_name=settings.idempotency_table, boto3_client=clients.get("dynamodb")
+        ),
+        expiry_seconds=settings.idempotency_expiry_seconds,
+        account_id=settings.account_id,
+        region=settings.region,
+        find_rule=partial(_find_rule, clients),
+        description=rule_description,
+    )
+
+
+def _find_rule(clients: Clients, grant: Grant) -> FoundRule | None:
+    from cache_ingress.vpc_ingress import find_rule  # noqa: PLC0415
+
+    return find_rule(clients.get("ec2"), grant)
+
+
+def _rule_description(grant: Grant) -> str:
+    from cache_ingress.vpc_ingress import rule_description  # noqa: PLC0415
+
+    return rule_description(grant)
 
 
 def build_principal_verifier(clients: Clients) -> Callable[[TagRequest], Provenance]:
@@ -101,10 +192,12 @@ def build_reconciler(
     )
     from cache_ingress.reconcile.cursor import CursorStore  # noqa: PLC0415
     from cache_ingress.reconcile.listing import tagged_group_page  # noqa: PLC0415
+    from cache_ingress.reconcile.revoking import LEDGER_CURSOR_KEY  # noqa: PLC0415
     from cache_ingress.reconcile.sweep import Reconciler  # noqa: PLC0415
 
     clients = clients or Clients(settings.region)
     options = options or ReconcileOptions()
+    ledger = _ledger(settings, clients)
 
     def list_groups(token: str | None) -> GroupPage:
         return tagged_group_page(
@@ -124,6 +217,11 @@ def build_reconciler(
     def cursors() -> CursorStore:
         return CursorStore(clients.get("dynamodb"), settings.idempotency_table)
 
+    def ledger_cursors() -> CursorStore:
+        return CursorStore(
+            clients.get("dynamodb"), settings.idempotency_table, key=LEDGER_CURSOR_KEY
+        )
+
     return Reconciler(
         settings,
         options,
@@ -136,6 +234,9 @@ def build_reconciler(
         ),
         granter=cache(partial(build_granter, settings, clients)),
         cursors=cursors,
+        ledger=ledger,
+        revoker=cache(partial(build_revoker, settings, clients)) if ledger is not None else None,
+        ledger_cursors=ledger_cursors,
     )
 
 
@@ -211,11 +312,11 @@ def build_granter(settings: Settings, clients: Clients) -> Granter:
         DynamoDBPersistenceLayer,
     )
 
-    def authorize(grant: Grant) -> Outcome:
+    def authorize(grant: Grant) -> Outcome | Authorized:
         if grant.is_vpc:
-            from cache_ingress.vpc_ingress import authorize as add_rule  # noqa: PLC0415
+            from cache_ingress.vpc_ingress import authorize_rule  # noqa: PLC0415
 
-            return add_rule(clients.get("ec2"), grant)
+            return authorize_rule(clients.get("ec2"), grant)
         from cache_ingress.cache_security_groups import authorize as classic  # noqa: PLC0415
 
         return classic(clients.get("elasticache"), grant)
@@ -223,7 +324,18 @@ def build_granter(settings: Settings, clients: Clients) -> Granter:
     persistence = DynamoDBPersistenceLayer(
         table_name=settings.idempotency_table, boto3_client=clients.get("dynamodb")
     )
-    return Granter(authorize, persistence, expiry_seconds=settings.idempotency_expiry_seconds)
+    ledger = _ledger(settings, clients)
+    recorder = (
+        Recorder(ledger(), find_rule=partial(_find_rule, clients), description=_rule_description)
+        if ledger is not None
+        else None
+    )
+    return Granter(
+        authorize,
+        persistence,
+        expiry_seconds=settings.idempotency_expiry_seconds,
+        recorder=recorder,
+    )
 
 
 class _RememberingPolicySource(PolicySource):

@@ -34,6 +34,10 @@ COMMANDS: Final[dict[str, Command]] = {
         "run the function on a sample event against the embedded AWS (no Docker)",
         emulator=True,
     ),
+    "grants": Command(
+        "the grant ledger as a table: who asked, when, in force or revoked and why (--check)"
+    ),
+    "hold": Command("stop one (group, target) pair from being granted, with a reason"),
     "peek": Command("list the dead-letter queue without consuming it"),
     "plan": Command(
         "what a new policy would change: every tagged pair under both policies (read-only)"
@@ -42,5 +46,6 @@ COMMANDS: Final[dict[str, Command]] = {
     "reconcile": Command(
         "sweep every tagged security group and repair missing ingress (or --dry-run)"
     ),
+    "release": Command("end the hold on one (group, target) pair"),
     "replay": Command("replay the dead-letter queue; delete only what succeeds"),
 }

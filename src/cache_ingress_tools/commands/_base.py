@@ -64,8 +64,9 @@ def add_aws_arguments(parser: argparse.ArgumentParser | Any, *, stack_help: str)
     )
 
 
-# The only operations a read-only command (`explain`, `plan`) may call.
-READ_OPERATIONS: Final = ("Describe", "Get", "List", "Lookup")
+# The only operations a read-only command (`explain`, `plan`) may call: DynamoDB's reads of
+# the grant ledger (BatchGetItem, Query, Scan) with them.
+READ_OPERATIONS: Final = ("Describe", "Get", "List", "Lookup", "BatchGetItem", "Query", "Scan")
 
 
 class WriteRefusedError(RuntimeError):
@@ -74,7 +75,8 @@ class WriteRefusedError(RuntimeError):
 
 def refuse_writes(model: Any, **_: Any) -> None:
     """botocore's `before-call` hook of a read-only command's clients: an operation that is
-    not a read (Describe*, Get*, List*, Lookup*) is refused before any request is sent.
+    not a read (Describe*, Get*, List*, Lookup*; DynamoDB's BatchGetItem, Query, Scan) is
+    refused before any request is sent.
     """
     if not str(model.name).startswith(READ_OPERATIONS):
         raise WriteRefusedError(
@@ -99,6 +101,7 @@ class Connection:
         default=None, repr=False
     )
     _account_id: str | None = field(default=None, repr=False)
+    _caller_arn: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_arguments(
@@ -156,7 +159,13 @@ class Connection:
             except Exception as exc:
                 raise self.problem(exc) from exc
             self._account_id = str(identity["Account"])
+            self._caller_arn = str(identity.get("Arn") or "")
         return self._account_id
+
+    def caller_arn(self) -> str:
+        """Who the credentials are (the same sts:GetCallerIdentity): what a hold records."""
+        self.account_id()
+        return self._caller_arn or "unknown"
 
     def problem(self, exc: Exception, doing: str | None = None) -> CommandError:
         """A usage error that says what to do about a failed AWS call."""
@@ -242,10 +251,10 @@ def function_environment(
     arguments: argparse.Namespace, connection: Connection, environ: Mapping[str, str]
 ) -> dict[str, str]:
     """The function's variables as a command sees them: its options first, then the
-    environment, then the stack (--stack-name: output `IdempotencyTableName`, parameters
-    `PolicyParameterName` and `TagKey`), so that a stack whose policy lives in SSM is run with
-    that policy, not the one bundled here. The account, when none is given, is the
-    credentials' own.
+    environment, then the stack (--stack-name: outputs `IdempotencyTableName` and
+    `LedgerTableName`, parameters `PolicyParameterName` and `TagKey`), so that a stack whose
+    policy lives in SSM is run with that policy, not the one bundled here. The account, when
+    none is given, is the credentials' own.
     """
     stack_name = getattr(arguments, "stack_name", None)
     outputs = connection.stack_outputs(stack_name) if stack_name else {}
@@ -254,6 +263,7 @@ def function_environment(
     for option, name, from_stack in (
         ("account_id", "ACCOUNT_ID", None),
         ("idempotency_table", "IDEMPOTENCY_TABLE", outputs.get("IdempotencyTableName")),
+        ("ledger_table", "LEDGER_TABLE", outputs.get("LedgerTableName")),
         ("policy_file", "POLICY_FILE", None),
         ("policy_parameter", "POLICY_PARAMETER", parameters.get("PolicyParameterName")),
         ("tag_key", "TAG_KEY", parameters.get("TagKey")),
@@ -264,6 +274,30 @@ def function_environment(
     if not environment.get("ACCOUNT_ID", "").strip():
         environment["ACCOUNT_ID"] = connection.account_id()
     return environment
+
+
+def add_ledger_arguments(group: argparse.ArgumentParser | Any) -> None:
+    """--ledger-table and --no-ledger, for the commands that run the function's grants."""
+    group.add_argument("--ledger-table", help="the stack's grant ledger (LEDGER_TABLE)")
+    group.add_argument(
+        "--no-ledger",
+        action="store_true",
+        help="run without the grant ledger: only for a stack deployed before it had one "
+        "(grants then have no entry, and no hold is read)",
+    )
+
+
+def require_ledger(environment: dict[str, str], arguments: argparse.Namespace) -> None:
+    """The grant ledger must be known to a command that grants: every grant has its entry,
+    and a hold is never passed over. `--no-ledger` says the stack has none."""
+    if getattr(arguments, "no_ledger", False):
+        environment.pop("LEDGER_TABLE", None)
+        return
+    if not environment.get("LEDGER_TABLE", "").strip():
+        raise UsageError(
+            "the grant ledger is unknown: pass --ledger-table or --stack-name (or set "
+            "LEDGER_TABLE); for a stack deployed before it had a ledger, pass --no-ledger"
+        )
 
 
 # --- the function's output ----------------------------------------------------------------
@@ -361,8 +395,8 @@ class Progress:
     def enabled(self) -> bool:
         return self._enabled
 
-    def advance(self, result: str) -> None:
-        self._counts[result] = self._counts.get(result, 0) + 1
+    def advance(self, result: str, count: int = 1) -> None:
+        self._counts[result] = self._counts.get(result, 0) + count
         now = time.monotonic()
         if self._enabled and now - self._drawn >= self._INTERVAL:
             self._drawn = now

@@ -1,6 +1,6 @@
-"""What `peek` and `replay` share: queue options, selection, cells, progress.
+"""What `peek` and `replay` share: queue options, selection, cells.
 
-The connection, errors and tables come from the commands' base (`_base`). The leading
+The connection, errors, tables and progress come from the commands' base (`_base`). The leading
 underscore keeps this module out of the command table.
 """
 

@@ -1,25 +1,32 @@
 """`cache-ingress demo`: the product in a few steps, on the embedded AWS, with no account.
 
 Each step runs the real handler (`cache-ingress invoke`'s machinery) on one sample event and
-checks that it had its expected outcome; the exit status is 0 only if every step did.
+checks that it had its expected outcome; the exit status is 0 only if every step did. The
+last steps run the function's own code as the operator's tools do: a replay from the
+dead-letter queue, and a revocation with what the grant ledger then says.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
 import shutil
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
+import yaml
+
 from cache_ingress.authorizer import Authorizer
 from cache_ingress.aws import Clients
-from cache_ingress.settings import Settings
+from cache_ingress.ledger import Ledger
+from cache_ingress.settings import BUNDLED_POLICY, Settings
 from cache_ingress.wiring import build_authorizer
 from cache_ingress_tools.commands import COMMANDS
 from cache_ingress_tools.commands._base import UsageError, function_output_to
@@ -55,8 +62,10 @@ def register(subparsers: Any) -> None:
             "Start the embedded AWS with the default scenario and run the real function on "
             "sample events: a tagged group the policy allows is authorized, a tag the policy "
             "denies is refused (and which rule says so), a failure lands in the dead-letter "
-            "queue, and the operator replays it once the cause is fixed. Exit status 0 only "
-            "if every step had its expected outcome."
+            "queue, and the operator replays it once the cause is fixed; then, with revoke: "
+            "true, removing a tag revokes the function's own grant and the grant ledger says "
+            "who asked for it and why it went. Exit status 0 only if every step had its "
+            "expected outcome."
         ),
     )
     parser.add_argument(
@@ -253,7 +262,83 @@ def replay_step(session: DemoSession) -> StepOutcome | None:
     )
 
 
-def _local_authorizer(target: Target) -> Authorizer:
+REVOKED_GROUP: Final = "sg-0a1b2c3d4e5f60718"  # orders-app, authorized by the first step
+REVOKED_TARGET: Final = "orders"
+
+
+def revoke_step(session: DemoSession) -> StepOutcome | None:
+    """With `revoke: true` on orders, the tag comes off orders-app: the function revokes the
+    grant the first step made, and the ledger keeps both, who asked and why it went."""
+    target, scenario = session.target, session.scenario
+    elasticache = target.client("elasticache")
+    target.client("ec2").delete_tags(Resources=[REVOKED_GROUP], Tags=[{"Key": "cache-ingress"}])
+    event = json.loads((session.root / "events" / STEPS[0].event_file).read_text("utf-8"))
+    untagged = copy.deepcopy(event)
+    untagged["id"] = event["id"].rsplit("-", 1)[0] + "-untag"
+    untagged["detail"]["tags"] = {
+        k: v for k, v in event["detail"]["tags"].items() if k != "cache-ingress"
+    }
+    captured = io.StringIO()
+    document = _revoking(REVOKED_TARGET)
+    cache_group = str(document["targets"][REVOKED_TARGET]["cache_security_group"])
+    with tempfile.TemporaryDirectory() as scratch:
+        policy = Path(scratch) / "policy.yaml"
+        policy.write_text(yaml.safe_dump(document), encoding="utf-8")
+        with function_output_to(captured, "INFO"):
+            summary = _local_authorizer(target, POLICY_FILE=str(policy)).handle(untagged)
+    admitted = {
+        pair["EC2SecurityGroupName"]
+        for pair in elasticache.describe_cache_security_groups(CacheSecurityGroupName=cache_group)[
+            "CacheSecurityGroups"
+        ][0]["EC2SecurityGroups"]
+    }
+    entries = (
+        list(
+            Ledger(target.client("dynamodb"), scenario.ledger_table).entries(group_id=REVOKED_GROUP)
+        )
+        if scenario.ledger_table
+        else []
+    )
+    revoked = [d for d in summary["decisions"] if d.get("outcome") == "revoked"]
+    problems = []
+    if not revoked:
+        problems.append(f"no decision was 'revoked': {summary['decisions']}")
+    if "orders-app" in admitted:
+        problems.append(f"{cache_group} still admits orders-app")
+    if [str(e.status) for e in entries] != ["revoked"]:
+        problems.append(
+            f"the ledger holds {[str(e.status) for e in entries]}, expected one revoked"
+        )
+    lines = [
+        "operator  sets revoke: true on the target orders; someone removes the tag",
+        "          cache-ingress from orders-app",
+        f"event     Tag Change on orders-app: cache-ingress removed ({untagged['id']})",
+        *(f"decision  {d.get('target')}: {d['outcome']}; {d['reason']}" for d in revoked),
+        f"result    {cache_group} admits {', '.join(sorted(admitted)) or 'nothing'}",
+    ]
+    for entry in entries:
+        lines.append(
+            f"ledger    {entry.grant.group_name} into {entry.grant.cache_security_group}: made "
+            f"at {entry.recorded_at} by event {entry.grant.event_id}; {entry.status} at "
+            f"{entry.closed_at} by event {entry.closed_by}: {entry.closed_reason}"
+        )
+    lines.append("          `cache-ingress grants` lists the whole ledger; `hold` stops a pair")
+    return StepOutcome(
+        "With revoke: true, a removed tag revokes the function's own grant; the ledger says why",
+        tuple(lines),
+        tuple(problems),
+        tuple(parse_log_lines(captured.getvalue())),
+    )
+
+
+def _revoking(target: str) -> dict[str, Any]:
+    """The bundled policy, with `revoke: true` on one target."""
+    document = yaml.safe_load(BUNDLED_POLICY.read_text(encoding="utf-8"))
+    document["targets"][target]["revoke"] = True
+    return dict(document)
+
+
+def _local_authorizer(target: Target, **environment: str) -> Authorizer:
     """The function's own code, wired to the embedded AWS, as `replay --local` wires it."""
     scenario = target.scenario
     settings = Settings.from_environ(
@@ -262,6 +347,8 @@ def _local_authorizer(target: Target) -> Authorizer:
             "AWS_REGION": scenario.region,
             "IDEMPOTENCY_TABLE": scenario.idempotency_table,
             "DEAD_LETTER_QUEUE_URL": target.dead_letter_queue_url,
+            **({"LEDGER_TABLE": scenario.ledger_table} if scenario.ledger_table else {}),
+            **environment,
         }
     )
     clients = Clients(scenario.region, factory=lambda service, _config: target.client(service))
@@ -286,9 +373,10 @@ def run(arguments: argparse.Namespace, stdout: IO[str] | None = None) -> int:
             _header(session)
             for step in STEPS:
                 _report(session, step.run(session))
-            final = replay_step(session)
-            if final is not None:
-                _report(session, final)
+            for last_step in (replay_step, revoke_step):
+                outcome = last_step(session)
+                if outcome is not None:
+                    _report(session, outcome)
     except (LocalInvokeError, TemplateError, ScenarioError, EmulatorError, OSError) as exc:
         return UsageError(str(exc)).report("demo")
     return _footer(session)

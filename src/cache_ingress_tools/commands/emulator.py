@@ -111,15 +111,16 @@ def container_env_vars(aws: EmbeddedAws, container_host: str) -> dict[str, dict[
     container_endpoint = f"http://{container_host}:{aws.port}"
     queue_url = aws.world.dead_letter_queue_url
     queue_path = queue_url.removeprefix(aws.endpoint_url)
-    return {
-        FUNCTION_ID: {
-            "ACCOUNT_ID": aws.scenario.account_id,
-            "AWS_ENDPOINT_URL": container_endpoint,
-            "IDEMPOTENCY_TABLE": aws.scenario.idempotency_table,
-            "DEAD_LETTER_QUEUE_URL": container_endpoint + queue_path,
-            "POWERTOOLS_TRACE_DISABLED": "true",
-        }
+    variables = {
+        "ACCOUNT_ID": aws.scenario.account_id,
+        "AWS_ENDPOINT_URL": container_endpoint,
+        "IDEMPOTENCY_TABLE": aws.scenario.idempotency_table,
+        "DEAD_LETTER_QUEUE_URL": container_endpoint + queue_path,
+        "POWERTOOLS_TRACE_DISABLED": "true",
     }
+    if aws.scenario.ledger_table is not None:
+        variables["LEDGER_TABLE"] = aws.scenario.ledger_table
+    return {FUNCTION_ID: variables}
 
 
 def write_banner(
@@ -137,7 +138,9 @@ def write_banner(
         f"  {len(scenario.security_groups)} security groups, "
         f"{len(scenario.cache_security_groups)} cache security groups "
         f"({', '.join(scenario.cache_security_groups) or 'none'}), "
-        f"table {scenario.idempotency_table}, queue {aws.world.dead_letter_queue_url}\n\n"
+        f"table {scenario.idempotency_table}, "
+        + (f"ledger {scenario.ledger_table}, " if scenario.ledger_table else "")
+        + f"queue {aws.world.dead_letter_queue_url}\n\n"
     )
     write("Run the function in this machine's Python (no Docker), from another terminal:\n")
     write(f"  cache-ingress invoke {SAMPLE_EVENT} --endpoint-url {aws.endpoint_url}\n\n")

@@ -11,6 +11,11 @@ The question is a Tag Change event now (no principal), a CloudTrail CreateTags b
 EventBridge event, or a dead-letter record, which is decided as `cache-ingress replay`
 would, its principal checked with CloudTrail).
 
+With the grant ledger (--ledger-table, LEDGER_TABLE, or --stack-name's `LedgerTableName`),
+each pair also shows the `hold` check (an operator's hold denies a pair the policy allows)
+and, for a target with `revoke: true`, what revocation would do with the pair's open ledger
+entries now; the ledger is only read.
+
 Exit status: 0 explained (whatever the outcome); 1 a read failed; 2 a usage error.
 """
 
@@ -96,6 +101,10 @@ def register(subparsers: Any) -> None:
     function.add_argument("--tag-key", help="the stack's tag key (TAG_KEY)")
     function.add_argument("--policy-file", help="a policy file (POLICY_FILE)")
     function.add_argument("--policy-parameter", help="an SSM parameter name (POLICY_PARAMETER)")
+    function.add_argument(
+        "--ledger-table",
+        help="the grant ledger (LEDGER_TABLE): shows holds and what revocation would do",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -180,11 +189,19 @@ def _readers(settings: Settings, connection: Connection) -> tuple[Readers, Any]:
         build_group_describer,
         build_policy_source,
         build_principal_verifier,
+        build_revoker,
     )
     from cache_ingress_tools.explanation import Readers  # noqa: PLC0415
 
     clients = Clients(settings.region, factory=connection.client)
     describe = build_group_describer(settings, clients)
+    ledger = revoker = None
+    if settings.ledger_table is not None:
+        from cache_ingress.ledger import Ledger  # noqa: PLC0415
+
+        ledger = Ledger(clients.get("dynamodb"), settings.ledger_table)
+        # Only ever run as a dry run here; its clients refuse any write besides.
+        revoker = build_revoker(settings, clients)
     readers = Readers(
         describe=describe,
         resolve=build_destination_resolver(settings, clients, describe),
@@ -193,6 +210,8 @@ def _readers(settings: Settings, connection: Connection) -> tuple[Readers, Any]:
             lambda name: read_cache_security_group(clients.get("elasticache"), name),
             lambda ids: read_ingress_rules(clients.get("ec2"), ids),
         ),
+        ledger=ledger,
+        revoker=revoker,
     )
     return readers, build_policy_source(settings, clients)
 
@@ -287,6 +306,11 @@ def _text(explanation: Explanation | None, question: _Question, policy: str) -> 
             f"group {group_id} ({group.group_name}): owner {group.owner_id}, "
             f"{group.vpc_id or 'no VPC'}, tags {_tags(group.tags)}"
         )
+    if not explanation.ledger_read:
+        lines.append(
+            "ledger: not read (pass --stack-name or --ledger-table): holds and revocation "
+            "are not shown"
+        )
     if not explanation.pairs:
         lines.append("nothing to explain: no pair of the event matches --group and --target")
     for pair in explanation.pairs:
@@ -297,6 +321,8 @@ def _text(explanation: Explanation | None, question: _Question, policy: str) -> 
         if pair.granted_note is not None:
             now = {True: "yes", False: "no", None: "unknown"}[pair.granted_now]
             lines.append(f"  granted now: {now}: {pair.granted_note}")
+        if pair.revocation is not None:
+            lines.append(f"  revocation: {pair.revocation.summary}")
         rows = [(c.rule, str(c.verdict), c.fact) for c in pair.trace.checks]
         lines.extend("  " + row for row in render_table(HEADERS, rows).splitlines())
     return "\n".join(lines) + "\n"
@@ -322,6 +348,8 @@ def _tags(tags: Mapping[str, str]) -> str:
 
 def _document(explanation: Explanation | None, question: _Question, policy: str) -> dict[str, Any]:
     document: dict[str, Any] = {"question": question.note, "policy": policy}
+    if explanation is not None:
+        document["ledgerRead"] = explanation.ledger_read
     if explanation is None:
         document["decided"] = False
         document["reason"] = question.unanswered
@@ -376,4 +404,18 @@ def _pair_document(pair: PairView) -> dict[str, Any]:
         "grantedNow": pair.granted_now,
         "grantedNote": pair.granted_note,
         "checks": [check.as_fields() for check in trace.checks],
+        "hold": None
+        if pair.hold is None
+        else {"reason": pair.hold.reason, "heldBy": pair.hold.held_by, "heldAt": pair.hold.held_at},
+        "revocation": None
+        if pair.revocation is None
+        else {
+            "revoke": pair.revocation.revoke,
+            "openEntries": pair.revocation.open_entries,
+            "findings": [
+                {"outcome": outcome, "reason": reason}
+                for outcome, reason in pair.revocation.findings
+            ],
+            "summary": pair.revocation.summary,
+        },
     }

@@ -3,8 +3,10 @@
 A read-only sweep with the function's own reconciliation code (`Reconciler.preview`): every
 group carrying the tag key, page by page, decided under the current policy and under the
 new one, with what is granted now; then the difference (`cache_ingress_tools.policy_plan`):
-pairs newly granted, newly denied, needing an event, moved. Every client refuses any call
-that is not a read: nothing is granted, and no resume token is read or written.
+pairs newly granted, newly denied, needing an event, moved, and (with the grant ledger, for
+targets with `revoke: true`) the function's own grants the new policy would revoke. Every
+client refuses any call that is not a read: nothing is granted or revoked, and no resume
+token is read or written.
 
 The current policy: --current-policy FILE, else the one the function reads (--stack-name's
 PolicyParameterName, or POLICY_PARAMETER / POLICY_FILE), else the bundled policy here.
@@ -110,6 +112,10 @@ def register(subparsers: Any) -> None:
         "--account-id", help="the account the function serves (default: ACCOUNT_ID, or STS)"
     )
     connection.add_argument("--tag-key", help="the stack's tag key (TAG_KEY)")
+    connection.add_argument(
+        "--ledger-table",
+        help="the grant ledger (LEDGER_TABLE, or the stack's): what revocation would do",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -174,10 +180,10 @@ def _plan(arguments: argparse.Namespace) -> tuple[PolicyPlan, dict[str, str]]:
             )
     finally:
         progress.close()
-    return plan(reports["current"], reports["new"], current, new), {
-        "current": current_source,
-        "new": new_source,
-    }
+    sources = {"current": current_source, "new": new_source}
+    sources["ledger"] = "unknown" if settings.ledger_table is None else settings.ledger_table
+    sources["revokes"] = "yes" if new.revokes else "no"
+    return plan(reports["current"], reports["new"], current, new), sources
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -283,6 +289,11 @@ def _text(plan: PolicyPlan, sources: Mapping[str, str], every: bool) -> str:
     ):
         if names:
             lines.append(f"targets {label}: {', '.join(names)}")
+    if sources["ledger"] == "unknown" and sources["revokes"] == "yes":
+        lines.append(
+            "note: the new policy revokes, but the grant ledger is unknown (pass --stack-name "
+            "or --ledger-table): revocations are not shown"
+        )
     counts = ", ".join(f"{name} {count}" for name, count in plan.counts().items() if count)
     state = "" if plan.complete else " INCOMPLETE (the time limit came first)"
     lines.append(
@@ -319,6 +330,7 @@ def _document(plan: PolicyPlan, sources: Mapping[str, str], every: bool) -> dict
     return {
         "current": sources["current"],
         "new": sources["new"],
+        "ledgerRead": sources["ledger"] != "unknown",
         "complete": plan.complete,
         "pages": plan.pages,
         "groupsSeen": plan.groups_seen,

@@ -2,15 +2,18 @@
 
 Runs the function's own reconciliation code in this process against the account (or the
 emulator, with --endpoint-url): every tagged security group, decided by the policy, compared
-with what the cache security groups grant now. `--dry-run` reports drift and changes
-nothing. The command always sweeps from the start, without a time limit, and never reads or
-moves the scheduled function's resume token.
+with what the cache security groups grant now; with a revoking target, every open entry of
+the grant ledger first. `--dry-run` reports drift and changes nothing; `--enforce` revokes
+the function's own grants whose reason is gone (otherwise they are reported, would-revoke).
+The command always sweeps from the start, without a time limit, and never reads or moves
+the scheduled function's resume tokens.
 
 Before the sweep starts, the settings, the credentials (and endpoint) and the policy are
 checked, so a run that cannot start says why, with exit status 2 and no log line.
 
-Exit status: 0 in sync (or repaired); 1 a pair failed or the sweep could not run; 2 a usage
-or settings error (the policy included); 3 a dry run found drift it would repair.
+Exit status: 0 in sync (or repaired, or revoked); 1 a pair failed or the sweep could not
+run; 2 a usage or settings error (the policy included); 3 the run left something it found to
+do: drift in a dry run, or a grant it would revoke without --enforce.
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ from cache_ingress_tools.commands._base import (
     Connection,
     UsageError,
     add_aws_arguments,
+    add_ledger_arguments,
     function_environment,
     function_output_to,
     render_table,
+    require_ledger,
     shorten,
 )
 
@@ -58,12 +63,20 @@ def register(subparsers: Any) -> None:
             "Sweep every security group carrying the tag key, decide each by the policy, "
             "compare with what the cache security groups grant now, and authorize what is "
             "missing through the function's idempotent grant code. Targets that require a "
-            "principal are reported as needs-event and never granted here. Exit status: 0 in "
-            "sync or repaired, 1 a pair failed or the sweep could not run, 2 a usage or "
-            "settings error, 3 a dry run found drift."
+            "principal are reported as needs-event and never granted here. With a target that "
+            "has revoke: true, the function's own grants whose reason is gone are reported "
+            "(would-revoke), or revoked with --enforce. Exit status: 0 in sync, repaired or "
+            "revoked, 1 a pair failed or the sweep could not run, 2 a usage or settings "
+            "error, 3 the run found what it left undone (drift in a dry run, would-revoke)."
         ),
     )
     parser.add_argument("--dry-run", action="store_true", help="report drift, change nothing")
+    parser.add_argument(
+        "--enforce",
+        action="store_true",
+        help="revoke the function's own grants whose reason is gone (targets with revoke: "
+        "true); default: report them (RECONCILE_ENFORCE)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     parser.add_argument("--all", action="store_true", help="list every pair, in-sync ones included")
     parser.add_argument("--verbose", action="store_true", help="print the sweep's log lines")
@@ -82,6 +95,7 @@ def register(subparsers: Any) -> None:
     function.add_argument(
         "--idempotency-table", help="the stack's idempotency table (IDEMPOTENCY_TABLE)"
     )
+    add_ledger_arguments(function)
     function.add_argument("--tag-key", help="the stack's tag key (TAG_KEY)")
     function.add_argument("--policy-file", help="a policy file (POLICY_FILE)")
     function.add_argument("--policy-parameter", help="an SSM parameter name (POLICY_PARAMETER)")
@@ -123,6 +137,8 @@ def run(arguments: argparse.Namespace, stdout: IO[str] | None = None) -> int:
         return EXIT_FAILED
     if report.dry_run and counts[PairStatus.DRIFT]:
         return EXIT_DRIFT
+    if counts.get(PairStatus.WOULD_REVOKE):
+        return EXIT_DRIFT
     return EXIT_OK
 
 
@@ -130,13 +146,18 @@ def _reconciler(arguments: argparse.Namespace) -> Reconciler:
     """The function's reconciler with this command's clients and settings, once the settings,
     the credentials and the policy are known to work (else a usage error saying why).
     """
+    connection = Connection.from_arguments(arguments)
+    connection.account_id()  # the credentials and the endpoint work, or say what to do
+    return build_for(arguments, connection)
+
+
+def build_for(arguments: argparse.Namespace, connection: Connection) -> Reconciler:
+    """The reconciler of these options on this connection (also `grants --check`'s)."""
     from cache_ingress.aws import Clients  # noqa: PLC0415
     from cache_ingress.errors import PolicyError, SettingsError  # noqa: PLC0415
     from cache_ingress.settings import ReconcileOptions, Settings  # noqa: PLC0415
     from cache_ingress.wiring import build_reconciler  # noqa: PLC0415
 
-    connection = Connection.from_arguments(arguments)
-    connection.account_id()  # the credentials and the endpoint work, or say what to do
     environment = _environment(arguments, connection)
     try:
         settings = Settings.from_environ(environment)
@@ -157,6 +178,8 @@ def _environment(arguments: argparse.Namespace, connection: Connection) -> dict[
     environment = function_environment(arguments, connection, os.environ)
     if arguments.page_size is not None:
         environment["RECONCILE_PAGE_SIZE"] = str(arguments.page_size)
+    if arguments.enforce:
+        environment["RECONCILE_ENFORCE"] = "true"
     if arguments.dry_run:
         environment["DRY_RUN"] = "true"
     if not environment.get("IDEMPOTENCY_TABLE", "").strip():
@@ -166,6 +189,11 @@ def _environment(arguments: argparse.Namespace, connection: Connection) -> dict[
                 "--stack-name (or set IDEMPOTENCY_TABLE), or use --dry-run"
             )
         environment["IDEMPOTENCY_TABLE"] = _UNUSED_TABLE
+    if not arguments.dry_run:
+        # A repair or a revocation is an entry in the ledger, and a held pair is not repaired.
+        require_ledger(environment, arguments)
+    elif arguments.no_ledger:
+        environment.pop("LEDGER_TABLE", None)
     environment.setdefault("DEAD_LETTER_QUEUE_URL", _UNUSED_QUEUE)
     return environment
 
@@ -198,6 +226,11 @@ def _destination(row: Mapping[str, Any]) -> str:
 def _summary_line(summary: Mapping[str, Any]) -> str:
     counts = ", ".join(f"{status} {count}" for status, count in summary["counts"].items())
     mode = " (dry run: nothing changed)" if summary["dryRun"] else ""
+    if "revocation" in summary:
+        mode += (
+            f"; revocation {summary['revocation']}, {summary['entriesJudged']} ledger "
+            "entr(y/ies) judged"
+        )
     return (
         f"\nrun {summary['runId']}: {summary['status']}{mode}; {summary['groupsSeen']} tagged "
         f"group(s) on {summary['pages']} page(s); {counts}; drift found "

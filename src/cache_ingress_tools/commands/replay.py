@@ -17,9 +17,11 @@ from cache_ingress_tools.commands._base import (
     CommandError,
     Connection,
     UsageError,
+    add_ledger_arguments,
     function_environment,
     function_output_to,
     render_table,
+    require_ledger,
     shorten,
     stop_on_interrupt,
     write_json_line,
@@ -121,6 +123,7 @@ def register(subparsers: Any) -> None:
     )
     local = parser.add_argument_group("--local settings (default: the environment)")
     local.add_argument("--idempotency-table", help="default: $IDEMPOTENCY_TABLE or stack output")
+    add_ledger_arguments(local)
     local.add_argument("--account-id", help="default: $ACCOUNT_ID or sts get-caller-identity")
     local.add_argument("--policy-file", help="default: $POLICY_FILE or the bundled policy")
     local.add_argument(
@@ -250,6 +253,10 @@ def local_replayer(
             "--local: the idempotency table is unknown: pass --idempotency-table or "
             "--stack-name, or set IDEMPOTENCY_TABLE"
         )
+    try:
+        require_ledger(environment, arguments)
+    except UsageError as exc:
+        raise UsageError(f"--local: {exc}") from exc
     try:
         settings = Settings.from_environ(environment)
     except SettingsError as exc:

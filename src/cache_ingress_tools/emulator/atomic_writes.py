@@ -16,8 +16,10 @@ function's idempotency records are built for that.
 
 :func:`install` serialises those operations behind one process-wide lock, for the rest of
 the process, so that the embedded AWS keeps the guarantee the function's idempotency and
-the tests' "granted once" checks rely on. Reads of one item take the lock too, so a reader
-never sees an update half-applied. Nothing else changes: requests still go through moto's
+the tests' "granted once" checks rely on. Reads take the lock too (an item, a query, a
+scan; a batch reads item by item), so a reader never sees an update half-applied: moto applies an
+update's actions one by one to the stored item, where DynamoDB makes each item's change at
+once. Nothing else changes: requests still go through moto's
 parsers, its validation and its errors.
 
 This module imports moto: the Lambda's import path must never reach it.
@@ -42,6 +44,8 @@ ATOMIC_OPERATIONS: Final[tuple[tuple[type, str], ...]] = (
     (DynamoDBBackend, "update_item"),
     (DynamoDBBackend, "delete_item"),
     (DynamoDBBackend, "get_item"),
+    (DynamoDBBackend, "query"),
+    (DynamoDBBackend, "scan"),
     (DynamoDBBackend, "transact_write_items"),
     (SecurityGroupBackend, "authorize_security_group_ingress"),
     (SecurityGroupBackend, "revoke_security_group_ingress"),

@@ -31,6 +31,7 @@ Reference (``default-scenario.yaml`` beside this file is a complete example)::
         num_cache_nodes: 2            # optional; 1-40 for memcached, 1 otherwise; default 1
         security_groups: [sg-0c2b3c4d5e6f70812]    # required; ids from security_groups
     idempotency_table: cache-ingress-idempotency   # required; DynamoDB table name
+    ledger_table: cache-ingress-ledger             # optional; the grant ledger (none: no ledger)
     dead_letter_queue: cache-ingress-dlq           # required; SQS queue name
 
 Caches are created as AWS would hold them in a VPC: node type cache.t4g.micro, in a cache
@@ -56,6 +57,7 @@ from unittest import mock
 
 import yaml
 
+from cache_ingress.ledger import TABLE_SHAPE as LEDGER_TABLE_SHAPE
 from cache_ingress.unique_yaml import UniqueKeyLoader
 
 DEFAULT_SCENARIO = Path(__file__).with_name("default-scenario.yaml")
@@ -91,7 +93,14 @@ CACHE_SUBNET_GROUP: Final = "caches"
 
 _TOP_LEVEL_REQUIRED = frozenset({"account_id", "region", "idempotency_table", "dead_letter_queue"})
 _TOP_LEVEL_OPTIONAL = frozenset(
-    {"security_groups", "vpcs", "cache_security_groups", "replication_groups", "cache_clusters"}
+    {
+        "security_groups",
+        "vpcs",
+        "cache_security_groups",
+        "replication_groups",
+        "cache_clusters",
+        "ledger_table",
+    }
 )
 _GROUP_REQUIRED = frozenset({"id", "name"})
 _GROUP_OPTIONAL = frozenset({"description", "tags", "vpc"})
@@ -159,6 +168,7 @@ class Scenario:
     vpcs: tuple[VpcSeed, ...] = ()
     replication_groups: tuple[ReplicationGroupSeed, ...] = ()
     cache_clusters: tuple[CacheClusterSeed, ...] = ()
+    ledger_table: str | None = None
 
     def security_group(self, group_id: str) -> SecurityGroupSeed | None:
         """The seeded group with this id, if the scenario has one."""
@@ -177,12 +187,15 @@ class SeededWorld:
     """The id moto drew for each of the scenario's ``vpcs``, by name."""
 
     def function_environment(self) -> dict[str, str]:
-        return {
+        environment = {
             "ACCOUNT_ID": self.scenario.account_id,
             "AWS_REGION": self.scenario.region,
             "IDEMPOTENCY_TABLE": self.scenario.idempotency_table,
             "DEAD_LETTER_QUEUE_URL": self.dead_letter_queue_url,
         }
+        if self.scenario.ledger_table is not None:
+            environment["LEDGER_TABLE"] = self.scenario.ledger_table
+        return environment
 
 
 def load_scenario(path: Path = DEFAULT_SCENARIO) -> Scenario:
@@ -222,6 +235,11 @@ def _scenario(document: object) -> Scenario:
         security_groups=security_groups,
         cache_security_groups=_cache_security_groups(root.get("cache_security_groups", [])),
         idempotency_table=_matching(root, "idempotency_table", _TABLE_NAME, _TABLE_NAME_RULE, ""),
+        ledger_table=(
+            _matching(root, "ledger_table", _TABLE_NAME, _TABLE_NAME_RULE, "")
+            if "ledger_table" in root
+            else None
+        ),
         dead_letter_queue=_matching(root, "dead_letter_queue", _QUEUE_NAME, _QUEUE_NAME_RULE, ""),
         vpcs=vpcs,
         replication_groups=replication_groups,
@@ -530,6 +548,8 @@ def seed(scenario: Scenario, clients: Mapping[str, Any]) -> SeededWorld:
         AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
+    if scenario.ledger_table is not None:
+        clients["dynamodb"].create_table(TableName=scenario.ledger_table, **LEDGER_TABLE_SHAPE)
     queue_url = clients["sqs"].create_queue(QueueName=scenario.dead_letter_queue)["QueueUrl"]
     return SeededWorld(
         scenario=scenario, dead_letter_queue_url=queue_url, vpc_id=vpc_id, vpc_ids=vpc_ids

@@ -22,6 +22,12 @@ Gaps found in moto 5.2.5 (read from moto/elasticache and moto/ec2, then observed
 5. ``CreateReplicationGroup`` ignores ``NumCacheClusters`` (without cluster mode it makes a
    primary and ``ReplicasPerNodeGroup`` replicas, so one member unless that is given). AWS
    makes ``NumCacheClusters`` members: ``<id>-001`` (the primary), ``<id>-002``, …
+6. ``DescribeSecurityGroupRules`` leaves out the ``Description`` of a rule that references a
+   group (it reads only a CIDR range's). AWS returns it for every rule; the function reads it
+   as the evidence that a rule is its own.
+7. ``DeleteSecurityGroup`` deletes a group that another group's rule references. AWS refuses
+   with ``DependencyViolation`` until the rule is gone (so a VPC grant keeps its source group
+   from being deleted).
 
 Not filled (the function does not depend on them): moto defaults every engine's port to
 6379 (Memcached's is 11211, so callers pass ports explicitly); deleting a replication group
@@ -41,7 +47,8 @@ from types import SimpleNamespace
 from typing import Any, Final
 
 from moto.core.responses import PaginatedResult
-from moto.ec2.models.security_groups import SecurityGroupRule
+from moto.ec2.exceptions import DependencyViolationError
+from moto.ec2.models.security_groups import SecurityGroupBackend, SecurityGroupRule
 from moto.elasticache.models import CacheCluster, ElastiCacheBackend
 from moto.elasticache.responses import ElastiCacheResponse
 
@@ -174,6 +181,32 @@ def _rule_equality(original: Any) -> Any:
     return equal
 
 
+# --- gap 6: a group-referencing rule's description ------------------------------------------
+
+
+def _rule_description(self: SecurityGroupRule) -> str | None:
+    return self.ip_range.get("Description") or (self.source_group or {}).get("Description")
+
+
+# --- gap 7: a referenced group cannot be deleted ---------------------------------------------
+
+
+def _refusing_referenced(original: Any) -> Any:
+    def delete(self: Any, vpc_id: str | None, group_id: str) -> Any:
+        for groups in self.groups.values():
+            for group in groups.values():
+                if group.id == group_id:
+                    continue
+                for rule in [*group.ingress_rules, *group.egress_rules]:
+                    if (rule.source_group or {}).get("GroupId") == group_id:
+                        raise DependencyViolationError(
+                            f"resource {group_id} has a dependent object"
+                        )
+        return original(self, vpc_id, group_id)
+
+    return delete
+
+
 # --- installing ------------------------------------------------------------------------------
 
 
@@ -185,6 +218,16 @@ def _add_property(owner: type, name: str, getter: Callable[[Any], Any]) -> None:
         raise RuntimeError(
             f"moto's {owner.__name__} has its own {name}; retire this part of the emulation"
         )
+    setattr(getter, _INSTALLED_MARK, True)
+    setattr(owner, name, property(getter))
+
+
+def _replace_property(owner: type, name: str, getter: Callable[[Any], Any]) -> None:
+    present = owner.__dict__.get(name)
+    if isinstance(present, property) and getattr(present.fget, _INSTALLED_MARK, False):
+        return
+    if not isinstance(present, property):
+        raise TypeError(f"moto's {owner.__name__}.{name} is no longer a property; revisit")
     setattr(getter, _INSTALLED_MARK, True)
     setattr(owner, name, property(getter))
 
@@ -201,7 +244,7 @@ def _wrap(owner: type, name: str, wrapper_of: Callable[[Any], Any]) -> None:
 
 
 def install() -> None:
-    """Fill the five gaps above in moto's classes, for the rest of the process.
+    """Fill the gaps above in moto's classes, for the rest of the process.
 
     Calling it again is harmless. Call it before ``mock_aws()`` starts or a moto server
     serves in this process; moto's resets keep it (it changes classes, not state). Raises
@@ -214,3 +257,5 @@ def install() -> None:
         _wrap(ElastiCacheResponse, "describe_cache_clusters", _describe_cache_clusters)
         _wrap(ElastiCacheBackend, "create_replication_group", _create_replication_group)
         _wrap(SecurityGroupRule, "__eq__", _rule_equality)
+        _replace_property(SecurityGroupRule, "description", _rule_description)
+        _wrap(SecurityGroupBackend, "_delete_security_group", _refusing_referenced)

@@ -275,13 +275,20 @@ def _emulator_resources(
         by_type.setdefault(str(resource.get("Type")), []).append(logical_id)
     refs: dict[str, str] = {}
     attributes: dict[tuple[str, str], str] = {}
-    # One table and one queue are the scenario's; with several, which is which is unknown,
-    # so they keep their logical ids (as `sam local` does).
-    tables = by_type.get("AWS::DynamoDB::Table", [])
-    if len(tables) == 1:
-        table = scenario.idempotency_table
-        refs[tables[0]] = table
-        attributes[(tables[0], "Arn")] = (
+    # A table is the scenario's when a function's variable names it: IDEMPOTENCY_TABLE the
+    # scenario's idempotency table, LEDGER_TABLE its ledger. Any other keeps its logical id
+    # (as `sam local` does).
+    scenario_tables = {
+        "IDEMPOTENCY_TABLE": scenario.idempotency_table,
+        "LEDGER_TABLE": scenario.ledger_table,
+    }
+    tables = set(by_type.get("AWS::DynamoDB::Table", []))
+    for variable, logical_id in _table_variables(template, tables):
+        table = scenario_tables.get(variable)
+        if table is None:
+            continue
+        refs[logical_id] = table
+        attributes[(logical_id, "Arn")] = (
             f"{prefix}:dynamodb:{scenario.region}:{scenario.account_id}:table/{table}"
         )
     queues = by_type.get("AWS::SQS::Queue", [])
@@ -294,3 +301,15 @@ def _emulator_resources(
         attributes[(queues[0], "QueueName")] = queue
         attributes[(queues[0], "QueueUrl")] = target.dead_letter_queue_url
     return refs, attributes
+
+
+def _table_variables(template: Mapping[str, Any], tables: set[str]) -> list[tuple[str, str]]:
+    """(variable, table logical id) for every function variable that is a Ref to a table."""
+    found = []
+    for resource in template["Resources"].values():
+        properties = resource.get("Properties") or {}
+        variables = (properties.get("Environment") or {}).get("Variables") or {}
+        for name, value in variables.items():
+            if isinstance(value, Mapping) and value.get("Ref") in tables:
+                found.append((str(name), str(value["Ref"])))
+    return found

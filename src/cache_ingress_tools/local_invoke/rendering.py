@@ -62,6 +62,7 @@ def render_state(result: InvocationResult, out: IO[str], *, indent: str = "") ->
     if not after.cache_security_groups:
         write(f"{indent}  (none)")
     _render_vpc_cache_groups(result, write, indent)
+    _render_ledger(result, write, indent)
     queue = result.target.scenario.dead_letter_queue
     if after.dead_letter_count == 0:
         write(f"{indent}dead-letter queue {queue}: empty")
@@ -102,6 +103,24 @@ def _render_vpc_cache_groups(
             )
             described = f'  "{rule.description}"' if rule.description else ""
             write(f"{indent}    {marker} {rule.ports()} from {source}{described}")
+
+
+def _render_ledger(result: InvocationResult, write: Callable[[str], None], indent: str) -> None:
+    """The ledger entries this run wrote or changed (`cache-ingress grants` lists them all)."""
+    table = result.target.scenario.ledger_table
+    if table is None:
+        return
+    changed = result.ledger_changes()
+    write(
+        f"{indent}grant ledger {table}: {len(result.after.ledger)} entr(y/ies)"
+        + (f", {len(changed)} written by this run" if changed else ", none written by this run")
+    )
+    for line in changed:
+        why = f": {line.why}" if line.why else ""
+        write(
+            f"{indent}  {line.status}  {line.group_name} ({line.group_id}) for {line.target} "
+            f"into {line.destination}, event {line.event_id}{why}"
+        )
 
 
 def _writer(out: IO[str]) -> Callable[[str], None]:

@@ -22,7 +22,13 @@ from cache_ingress_tools.local_invoke.environment import (
     function_environment,
     load_env_vars_file,
 )
-from cache_ingress_tools.local_invoke.state import Ingress, VpcIngress, WorldState, read_state
+from cache_ingress_tools.local_invoke.state import (
+    Ingress,
+    LedgerLine,
+    VpcIngress,
+    WorldState,
+    read_state,
+)
 from cache_ingress_tools.local_invoke.template import FUNCTION_ID, FunctionDefinition, load_template
 
 # Settings the function reads that the template does not declare: unset in Lambda, so unset
@@ -54,6 +60,11 @@ class InvocationResult:
             )
             for name, pairs in self.after.cache_security_groups.items()
         }
+
+    def ledger_changes(self) -> tuple[LedgerLine, ...]:
+        """The ledger entries this invoke wrote or changed."""
+        before = set(self.before.ledger)
+        return tuple(line for line in self.after.ledger if line not in before)
 
     def new_vpc_ingress(self) -> dict[str, tuple[VpcIngress, ...]]:
         """Rules this invoke added to VPC caches' security groups, by group id."""

@@ -1,6 +1,6 @@
 """What a person checks after an invoke, read back from the embedded AWS: the cache security
-groups with their ingress, the VPC caches' security groups with their rules, and the
-dead-letter queue (peeked, not consumed)."""
+groups with their ingress, the VPC caches' security groups with their rules, the grant
+ledger, and the dead-letter queue (peeked, not consumed)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,20 @@ class VpcIngress:
 
 
 @dataclass(frozen=True, slots=True)
+class LedgerLine:
+    """One ledger entry as an invoke shows it: a new or changed one is this run's doing."""
+
+    key: str
+    status: str
+    group_id: str
+    group_name: str
+    target: str
+    destination: str
+    event_id: str
+    why: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class WorldState:
     """What a person checks after an invoke: cache security groups, the security groups of
     VPC caches (by group id, with the caches using them) and the DLQ."""
@@ -48,6 +62,7 @@ class WorldState:
     dead_letters: tuple[DeadLetter | Unrecognised, ...]
     vpc_cache_groups: dict[str, tuple[VpcIngress, ...]] = field(default_factory=dict)
     vpc_cache_users: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    ledger: tuple[LedgerLine, ...] = ()
 
 
 def read_state(target: Target) -> WorldState:
@@ -72,6 +87,7 @@ def read_state(target: Target) -> WorldState:
                     for pair in group.get("EC2SecurityGroups", [])
                 )
         vpc_cache_groups, vpc_cache_users = _vpc_cache_groups(elasticache, ec2)
+        ledger = _ledger_lines(target)
         queue = target.dead_letter_queue_url
         count = int(
             sqs.get_queue_attributes(
@@ -95,6 +111,36 @@ def read_state(target: Target) -> WorldState:
         dead_letters=tuple(read_dead_letter(m) for m in received),
         vpc_cache_groups=vpc_cache_groups,
         vpc_cache_users=vpc_cache_users,
+        ledger=ledger,
+    )
+
+
+def _ledger_lines(target: Target) -> tuple[LedgerLine, ...]:
+    """Every entry of the scenario's ledger (none without one), read by the function's own
+    adapter."""
+    table = target.scenario.ledger_table
+    if table is None:
+        return ()
+    from cache_ingress.errors import AwsCallError  # noqa: PLC0415
+    from cache_ingress.ledger import Ledger  # noqa: PLC0415
+
+    try:
+        entries = list(Ledger(target.client("dynamodb"), table).entries())
+    except AwsCallError as exc:
+        raise LocalInvokeError(f"cannot read the ledger {table}: {exc}") from exc
+    return tuple(
+        LedgerLine(
+            key=f"{entry.rule}/{entry.key}",
+            status=f"{entry.status} ({entry.ownership})" if entry.ownership else str(entry.status),
+            group_id=entry.grant.group_id,
+            group_name=entry.grant.group_name,
+            target=entry.grant.target,
+            destination=entry.grant.cache_security_group
+            or f"{entry.grant.vpc_security_group}:{entry.grant.port}",
+            event_id=entry.grant.event_id,
+            why=entry.closed_reason,
+        )
+        for entry in sorted(entries, key=lambda e: (e.recorded_at, e.key))
     )
 
 

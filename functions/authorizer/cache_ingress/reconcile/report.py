@@ -23,6 +23,20 @@ class PairStatus(StrEnum):
     NEEDS_EVENT = "needs-event"
     NOT_APPLICABLE = "not-applicable"
     FAILED = "failed"
+    # The revocation phase (targets with `revoke: true`): an owned grant whose reason is gone
+    # was revoked (enforce mode) or would be (report-only, dry run); its rule was kept for
+    # another owner; or it is not the function's, and is left.
+    REVOKED = "revoked"
+    WOULD_REVOKE = "would-revoke"
+    RETAINED = "retained"
+    NOT_OWNED = "not-owned"
+
+
+# Counted only in a run that judged the ledger (a policy with a revoking target), so a run
+# without one reports exactly as before revocation existed.
+REVOCATION_STATUSES = frozenset(
+    {PairStatus.REVOKED, PairStatus.WOULD_REVOKE, PairStatus.RETAINED, PairStatus.NOT_OWNED}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +70,21 @@ class Report:
     pages: int = 0
     groups_seen: int = 0
     pairs: list[PairResult] = field(default_factory=list)
+    # Whether this run judged the ledger's open entries, and with what power.
+    revocation_checked: bool = False
+    enforce: bool = False
+    entries_judged: int = 0
+    # The pairs the revocation phase reported on: the listing does not count them again as
+    # granted beyond the policy.
+    revocation_pairs: set[tuple[str, str | None]] = field(default_factory=set)
 
     def counts(self) -> dict[str, int]:
         counted = Counter(str(pair.status) for pair in self.pairs)
-        return {str(status): counted.get(str(status), 0) for status in PairStatus}
+        return {
+            str(status): counted.get(str(status), 0)
+            for status in PairStatus
+            if self.revocation_checked or status not in REVOCATION_STATUSES
+        }
 
     @property
     def drift_found(self) -> int:
@@ -67,7 +92,15 @@ class Report:
 
     @property
     def granted_beyond_policy(self) -> int:
-        return sum(1 for p in self.pairs if p.status is PairStatus.DENIED and p.granted)
+        """Denied pairs granted anyway, which the revocation phase did not report on: grants
+        the function does not own (or whose target does not revoke), never touched."""
+        return sum(
+            1
+            for p in self.pairs
+            if p.status is PairStatus.DENIED
+            and p.granted
+            and (p.decision.group_id, p.decision.target) not in self.revocation_pairs
+        )
 
     def findings(self) -> list[PairResult]:
         """Every pair that is not simply in sync or without a target."""
@@ -89,4 +122,12 @@ class Report:
             "grantedBeyondPolicy": self.granted_beyond_policy,
             "findings": [pair.as_fields() for pair in findings[:findings_limit]],
             "findingsOmitted": max(0, len(findings) - findings_limit),
+            **(
+                {
+                    "revocation": "enforce" if self.enforce else "report-only",
+                    "entriesJudged": self.entries_judged,
+                }
+                if self.revocation_checked
+                else {}
+            ),
         }

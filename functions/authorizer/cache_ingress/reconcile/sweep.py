@@ -16,30 +16,36 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from cache_ingress.decisions import PairTrace, decide, explain, named_vpc_destinations
+from cache_ingress.decisions import PairTrace, Plan, decide, explain, named_vpc_destinations
 from cache_ingress.errors import AwsCallError, CacheIngressError, TransientFailureError
 from cache_ingress.granted_state import GrantedView, ReadClassic, ReadRules
+from cache_ingress.holds import apply_holds
 from cache_ingress.models import (
+    Decision,
     DestinationFacts,
     FailureKind,
     Grant,
     Outcome,
     SecurityGroupFacts,
     TagRequest,
+    VpcCacheFacts,
     VpcDestination,
 )
 from cache_ingress.observability import logger, metrics
+from cache_ingress.ownership import GrantOrigin
 from cache_ingress.reconcile.cursor import Cursor, CursorStore
 from cache_ingress.reconcile.listing import GroupPage
 from cache_ingress.reconcile.report import PairResult, PairStatus, Report
-from cache_ingress.reconcile.verdicts import judge, settled
+from cache_ingress.reconcile.verdicts import PRINCIPAL_RULES, beyond_principals, judge, settled
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
     from cache_ingress.grants import Granter
+    from cache_ingress.ledger import Ledger
     from cache_ingress.policy import Policy
     from cache_ingress.policy_source import PolicySource
+    from cache_ingress.revocations import Revoker
     from cache_ingress.settings import ReconcileOptions, Settings
 
 SOURCE = "cache-ingress.reconcile"
@@ -130,6 +136,9 @@ class Reconciler:
         resolve_destinations: Resolve,
         granter: Callable[[], Granter],
         cursors: Callable[[], CursorStore] | None = None,
+        ledger: Callable[[], Ledger] | None = None,
+        revoker: Callable[[], Revoker] | None = None,
+        ledger_cursors: Callable[[], CursorStore] | None = None,
     ) -> None:
         self._settings = settings
         self._options = options
@@ -140,6 +149,11 @@ class Reconciler:
         self._resolve = resolve_destinations
         self._granter = granter
         self._cursors = cursors
+        # With a ledger: holds are read before repairs, repairs are written as entries, and
+        # a policy with a revoking target starts each run with the revocation phase.
+        self._ledger = ledger
+        self._revoker = revoker
+        self._ledger_cursors = ledger_cursors
 
     @property
     def listing(self) -> str:
@@ -195,11 +209,13 @@ class Reconciler:
         on_page: Callable[[GroupPage], None] | None = None,
     ) -> dict[str, Preview]:
         """A dry run of the sweep under each of `policies` at once (`cache-ingress plan`):
-        one listing of the tagged groups, page by page, each page decided under every
-        policy, with one read of what is granted and of each VPC cache, and every pair's
-        trace. Nothing is granted and no resume token is read or written; with `context`,
-        it stops as a run does when its time runs out (the reports say `stopped`). Raises as
-        `sweep` does when the listing fails.
+        for a policy with a revoking target, its revocation phase as a dry run (the ledger's
+        open entries judged: would-revoke, retained, not-owned); then one listing of the
+        tagged groups, page by page, each page decided under every policy, with one read of
+        what is granted and of each VPC cache, and every pair's trace. Nothing is granted or
+        revoked and no resume token is read or written; with `context`, it stops as a run
+        does when its time runs out (the reports say `stopped`). Raises as `sweep` does when
+        the listing fails.
         """
         previews = {name: Preview(self.new_report(dry_run=True)) for name in policies}
         budget = Budget(
@@ -208,9 +224,15 @@ class Reconciler:
         granted = GrantedView(self._read_granted, self._read_rules)
         destinations: dict[VpcDestination, DestinationFacts] = {}
         runs = {
-            name: _Run(policy, granted, None, budget, destinations)
+            name: _Run(policy, granted, None, budget, destinations=destinations)
             for name, policy in policies.items()
         }
+        for name, policy in policies.items():
+            # What revocation would do under each policy: its open ledger entries, judged as
+            # a dry run (no resume token; nothing is revoked or written).
+            if not self._revocation_phase(previews[name].report, policy, budget, None, False):
+                _set_status(previews, "stopped")
+                return previews
         place = _Place(None, None, from_cursor=False, store=None)
         token: str | None = None
         while True:
@@ -253,12 +275,16 @@ class Reconciler:
 
     def _sweep(self, report: Report, context: LambdaContext | None, resume: bool) -> None:
         policy = self._policies.current()
+        budget = Budget(context, self._options.time_reserve_ms)
+        if not self._revocation_phase(report, policy, budget, context, resume):
+            return
         place = self._start(report, resume)
         run = _Run(
             policy=policy,
             granted=GrantedView(self._read_granted, self._read_rules),
             granter=None if report.dry_run else self._granter(),
-            budget=Budget(context, self._options.time_reserve_ms),
+            budget=budget,
+            ledger=self._ledger() if self._ledger is not None else None,
         )
         if run.granter is not None and context is not None:
             run.granter.register(context)
@@ -294,6 +320,36 @@ class Reconciler:
                 report.status = "completed"
                 self._keep_place(report, place, None)
                 return
+
+    def _revocation_phase(
+        self,
+        report: Report,
+        policy: Policy,
+        budget: Budget,
+        context: LambdaContext | None,
+        resume: bool,
+    ) -> bool:
+        """The open ledger entries first (a policy with a revoking target only); False if
+        the run ran out of time in them."""
+        if self._revoker is None or not policy.revokes:
+            return True
+        from cache_ingress.reconcile.revoking import RevocationPhase  # noqa: PLC0415
+
+        revoker = self._revoker()
+        if context is not None:
+            revoker.register(context)
+        phase = RevocationPhase(
+            revoker,
+            enforce=self._options.enforce,
+            cursors=self._ledger_cursors() if resume and self._ledger_cursors else None,
+            listing=f"ledger/{revoker.ledger.table}",
+            resume_max_age_seconds=self._options.resume_max_age_seconds,
+            page_size=self._options.page_size,
+        )
+        try:
+            return phase.run(report, policy, budget)
+        except AwsCallError as exc:
+            raise ReconcileError(f"reading the ledger failed: {exc}") from exc
 
     def _next_page(
         self, report: Report, place: _Place, token: str | None, budget: Budget
@@ -400,8 +456,18 @@ class Reconciler:
             region=settings.region,
         )
         first = len(report.pairs)
-        for decision in plan.decisions:
-            report.pairs.append(judge(report.run_id, decision, run.granted))
+        plan = self._held(plan, run)
+        by_id = {group.group_id: group for group in groups}
+        traces: dict[tuple[str, str | None], PairTrace] | None = None
+        for denial in plan.decisions:
+            read = denial
+            if denial.rule in PRINCIPAL_RULES:
+                # The rules after `principals`, which decide() did not read (pure, per page).
+                if traces is None:
+                    traces = self._traces(request, by_id, run.policy)
+                read = beyond_principals(denial, traces.get((denial.group_id, denial.target)))
+            with_facts = _with_cache_facts(read, by_id, run.policy)
+            report.pairs.append(judge(report.run_id, with_facts, run.granted))
         for grant in plan.grants:
             known = settled(report.run_id, grant, run.granted)
             if known is not None:
@@ -414,11 +480,32 @@ class Reconciler:
                 return _PageEnd.OUT_OF_TIME
             else:
                 _log_drift(report.run_id, grant, "repair")
-                report.pairs.append(_repair(report.run_id, grant, run.granter, run.granted))
+                origin = _origin(run.policy, grant)
+                report.pairs.append(_repair(report.run_id, grant, run.granter, run.granted, origin))
         page_pairs = report.pairs[first:]
         if any(pair.decision.failure is FailureKind.TRANSIENT for pair in page_pairs):
             return _PageEnd.TRANSIENT
         return _PageEnd.DONE
+
+    def _held(self, plan: Plan, run: _Run) -> Plan:
+        """The plan with the pairs an operator holds denied (rule `hold`): read for every
+        pair the policy allows on the page, granted or not, in one BatchGetItem a hundred."""
+        if run.ledger is None or not plan.grants:
+            return plan
+        pairs = sorted({(grant.group_id, grant.target) for grant in plan.grants})
+        return apply_holds(plan, run.ledger.holds_for(pairs), None)
+
+    def _traces(
+        self, request: TagRequest, groups: Mapping[str, SecurityGroupFacts], policy: Policy
+    ) -> dict[tuple[str, str | None], PairTrace]:
+        traces = explain(
+            request,
+            groups,
+            policy,
+            account_id=self._settings.account_id,
+            region=self._settings.region,
+        )
+        return {(trace.group_id, trace.target): trace for trace in traces}
 
     def _page_request(self, run_id: str, groups: Sequence[SecurityGroupFacts]) -> TagRequest:
         """A page as the decision sees it: a request naming its groups, from no principal."""
@@ -470,7 +557,30 @@ class _Run:
     granted: GrantedView
     granter: Granter | None
     budget: Budget
+    ledger: Ledger | None = None
     destinations: dict[VpcDestination, DestinationFacts] = field(default_factory=dict)
+
+
+def _origin(policy: Policy, grant: Grant) -> GrantOrigin:
+    target = policy.targets.get(grant.target)
+    return GrantOrigin("reconcile", policy.digest, target.revoke if target else False)
+
+
+def _with_cache_facts(
+    decision: Decision, groups: Mapping[str, SecurityGroupFacts], policy: Policy
+) -> Decision:
+    """A denial of a VPC cache target, with the cache's security group and port the run
+    looked up (the decision of a denial names only what the policy says), so that whether
+    the pair is granted anyway can be read.
+    """
+    target = policy.targets.get(decision.target or "")
+    group = groups.get(decision.group_id)
+    if decision.outcome is not Outcome.DENIED or target is None or target.vpc is None:
+        return decision
+    facts = group.destinations.get(target.vpc) if group is not None else None
+    if not isinstance(facts, VpcCacheFacts):
+        return decision
+    return replace(decision, vpc_security_group=facts.group_id, port=facts.port)
 
 
 @dataclass
@@ -487,8 +597,10 @@ def _set_status(previews: Mapping[str, Preview], status: str) -> None:
         preview.report.status = status
 
 
-def _repair(run_id: str, grant: Grant, granter: Granter, granted: GrantedView) -> PairResult:
-    decision = granter.grant(grant, None)
+def _repair(
+    run_id: str, grant: Grant, granter: Granter, granted: GrantedView, origin: GrantOrigin
+) -> PairResult:
+    decision = granter.grant(grant, None, origin)
     fields = {"run_id": run_id, **decision.as_log_fields()}
     if decision.outcome is Outcome.AUTHORIZED:
         granted.record(grant)
@@ -533,11 +645,18 @@ def _log_summary(report: Report, error: str | None = None) -> None:
 
 def _publish_metrics(report: Report) -> None:
     counts = report.counts()
-    for name, value in (
+    figures = [
         ("GroupsReconciled", report.groups_seen),
         ("Drift", report.drift_found),
         ("Repaired", counts[PairStatus.REPAIRED]),
         ("NeedsEvent", counts[PairStatus.NEEDS_EVENT]),
         ("ReconcileFailed", counts[PairStatus.FAILED]),
-    ):
+    ]
+    if report.revocation_checked:
+        figures += [
+            ("Revoked", counts[PairStatus.REVOKED]),
+            ("WouldRevoke", counts[PairStatus.WOULD_REVOKE]),
+            ("NotOwned", counts[PairStatus.NOT_OWNED]),
+        ]
+    for name, value in figures:
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)

@@ -9,11 +9,50 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from cache_ingress.decisions import PairTrace, Verdict
 from cache_ingress.errors import AwsCallError
 from cache_ingress.granted_state import GrantedView
 from cache_ingress.models import Decision, FailureKind, Grant, Outcome
 from cache_ingress.observability import logger
 from cache_ingress.reconcile.report import PairResult, PairStatus
+
+# The rules only a tagging event's own principal can satisfy: the sweep names none.
+PRINCIPAL_RULES = frozenset({"principals", "principal-binding"})
+
+
+def beyond_principals(decision: Decision, trace: PairTrace | None) -> Decision:
+    """A denial by a principal rule, as the sweep must read it.
+
+    The sweep names no principal, so `principals` denies every gated pair first, and
+    `decide()` stops there; rules it checks after it (`same-vpc`, and a VPC cache that could
+    not be looked up) still stand between the pair and any event. With the pair's trace
+    (`explain()`), the first other rule that decides is the pair's decision: denied by that
+    rule, or failed when its fact could not be read. A pair only principal rules deny is
+    returned as it is: only an event can grant it.
+    """
+    if decision.rule not in PRINCIPAL_RULES or trace is None:
+        return decision
+    other = next(
+        (
+            check
+            for check in trace.checks
+            if check.verdict in (Verdict.DENIES, Verdict.UNKNOWN)
+            and check.rule not in PRINCIPAL_RULES
+        ),
+        None,
+    )
+    if other is None:
+        return decision
+    if other.verdict is Verdict.UNKNOWN:
+        return replace(
+            decision,
+            outcome=Outcome.FAILED,
+            rule=None,
+            reason=other.reason,
+            failure=other.failure or FailureKind.TRANSIENT,
+            error_code=other.error_code,
+        )
+    return replace(decision, rule=other.rule, reason=other.reason)
 
 
 def judge(run_id: str, decision: Decision, granted: GrantedView) -> PairResult:
@@ -35,7 +74,7 @@ def judge(run_id: str, decision: Decision, granted: GrantedView) -> PairResult:
         logger.error("reconcile failed for pair", extra={**fields, **failed.as_log_fields()})
         return PairResult(PairStatus.FAILED, failed)
     is_granted = granted.granted(decision)
-    if decision.rule != "principals":
+    if decision.rule not in PRINCIPAL_RULES:
         known = is_granted if isinstance(is_granted, bool) else None
         if known:
             logger.warning("grant beyond policy", extra={**fields, **decision.as_log_fields()})
@@ -46,8 +85,8 @@ def judge(run_id: str, decision: Decision, granted: GrantedView) -> PairResult:
 def principal_required(
     run_id: str, decision: Decision, is_granted: bool | AwsCallError | None
 ) -> PairResult:
-    """Every rule but `principals` holds (it is the last `decide()` checks): in sync if
-    granted, else drift only an event can repair.
+    """Every rule but the principal rules holds (`beyond_principals` has read the rest of
+    the pair's trace): in sync if granted, else drift only an event can repair.
     """
     if isinstance(is_granted, AwsCallError):
         return unreadable(run_id, decision, is_granted)
