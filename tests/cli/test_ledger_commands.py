@@ -171,7 +171,7 @@ def test_the_stack_names_the_ledger(
         parameters={},
     )
 
-    status, _, err = run(
+    status, out, err = run(
         capsys, "hold", "--stack-name", "cache-ingress", "--group", ORDERS_GROUP,
         "--target", "orders", "--reason", "by stack",
     )  # fmt: skip
@@ -180,6 +180,11 @@ def test_the_stack_names_the_ledger(
     [stubber] = stubbers
     stubber.assert_no_pending_responses()
     assert [h.reason for h in ledger.holds(ORDERS_GROUP)] == ["by stack"]
+    # The hint to end it names the same ledger, so it can be pasted as it is.
+    assert (
+        f"end it with: cache-ingress release --group {ORDERS_GROUP} --target orders "
+        "--stack-name cache-ingress\n"
+    ) in out
 
 
 # --- grants -------------------------------------------------------------------------------
