@@ -171,7 +171,7 @@ def test_the_stack_names_the_ledger(
         parameters={},
     )
 
-    status, _, err = run(
+    status, out, err = run(
         capsys, "hold", "--stack-name", "cache-ingress", "--group", ORDERS_GROUP,
         "--target", "orders", "--reason", "by stack",
     )  # fmt: skip
@@ -180,6 +180,11 @@ def test_the_stack_names_the_ledger(
     [stubber] = stubbers
     stubber.assert_no_pending_responses()
     assert [h.reason for h in ledger.holds(ORDERS_GROUP)] == ["by stack"]
+    # The hint to end it names the same ledger, so it can be pasted as it is.
+    assert (
+        f"end it with: cache-ingress release --group {ORDERS_GROUP} --target orders "
+        "--stack-name cache-ingress\n"
+    ) in out
 
 
 # --- grants -------------------------------------------------------------------------------
@@ -362,6 +367,23 @@ def test_explain_says_the_function_would_revoke_its_own_grant_and_changes_nothin
     assert str(entry.status) == "in-force"
 
 
+def test_explain_says_none_while_the_reason_remains_and_off_without_revoke(
+    function_environment: dict[str, str],
+    handle: Callable[[dict[str, Any]], dict[str, Any]],
+    policy_file: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    handle(tag_change(ORDERS_GROUP))  # owned, and its reason remains
+
+    [pair] = explained(capsys, "--target", "orders")["pairs"]
+    assert pair["revocation"]["summary"] == "none: the reason of its 1 open entr(y/ies) remains"
+
+    Path(policy_file).write_text(POLICY.replace("revoke: true", "revoke: false"), "utf-8")
+    [pair] = explained(capsys, "--target", "orders")["pairs"]
+    assert pair["revocation"]["revoke"] is False
+    assert pair["revocation"]["summary"].startswith("off")
+
+
 def test_explain_says_a_grant_the_function_does_not_own_is_left(
     function_environment: dict[str, str],
     handle: Callable[[dict[str, Any]], dict[str, Any]],
@@ -472,3 +494,23 @@ def test_grants_shows_its_progress_on_a_terminal_and_nothing_in_a_pipe(
     assert drawn.endswith("\r\x1b[2K")  # the line is cleared before the table
     monkeypatch.setattr(sys, "stderr", captured)
     assert run(capsys, "grants")[2] == ""  # not a terminal: nothing on stderr
+
+
+def test_plan_says_when_revocations_cannot_be_shown_without_the_ledger(
+    function_environment: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("LEDGER_TABLE")
+    current, new = tmp_path / "current.yaml", tmp_path / "new.yaml"
+    current.write_text(POLICY.replace("revoke: true", "revoke: false"), encoding="utf-8")
+    new.write_text(POLICY, encoding="utf-8")
+    arguments = ["--policy-file", str(new), "--current-policy", str(current)]
+
+    status, out, _ = run(capsys, "plan", *arguments)
+    assert status in (0, 2)
+    assert "the grant ledger is unknown" in out and "revocations are not shown" in out
+
+    _, out, _ = run(capsys, "plan", "--json", *arguments)
+    assert json.loads(out)["ledgerRead"] is False

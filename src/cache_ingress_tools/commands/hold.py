@@ -13,6 +13,7 @@ name, no ledger table, no or refused credentials).
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from typing import IO, Any
 
@@ -72,6 +73,19 @@ def run(arguments: argparse.Namespace, stdout: IO[str] | None = None) -> int:
         "function's own grant of it is revoked by the next event for the group or the next "
         "enforcing sweep\n"
         f"  end it with: cache-ingress release --group {arguments.group} --target "
-        f"{arguments.target}\n"
+        f"{arguments.target}{_connection_options(arguments)}\n"
     )
     return EXIT_OK
+
+
+def _connection_options(arguments: argparse.Namespace) -> str:
+    """The options this hold was placed with that find the same ledger again, so the hint
+    can be pasted as it is (an environment's LEDGER_TABLE is left to the environment)."""
+    given = (
+        ("--stack-name", arguments.stack_name),
+        ("--ledger-table", arguments.ledger_table),
+        ("--region", arguments.region),
+        ("--profile", arguments.profile),
+        ("--endpoint-url", arguments.endpoint_url),
+    )
+    return "".join(f" {option} {shlex.quote(value)}" for option, value in given if value)
