@@ -582,6 +582,7 @@ def test_the_demo_walks_through_its_steps_and_exits_0() -> None:
     assert "in member account 111122223333" in output
     assert "-> bus cache-ingress of account 123456789012" in output
     assert "now admits checkout-app of account 111122223333" in output
+    assert "ledger    checkout-app of account 111122223333 into orders-cache-sg: in-force" in output
     assert "denied by rule account-agreement" in output
     assert "7 of 7 steps had their expected outcome." in output
     assert '"message":' not in output  # log lines only with --verbose

@@ -381,6 +381,7 @@ class MemberStep:
     event_file: str
     check: Callable[[InvocationResult], list[str]]
     result_line: Callable[[InvocationResult], str]
+    shows_ledger: bool = False
 
     def run(self, session: DemoSession) -> StepOutcome:
         from cache_ingress_tools.emulator import event_buses  # noqa: PLC0415
@@ -405,7 +406,28 @@ class MemberStep:
             *(f"decision  {text}" for text in _decisions(result)),
             f"result    {self.result_line(result)}",
         ]
-        return StepOutcome(self.title, tuple(lines), tuple(self.check(result)), result.log_lines)
+        problems = self.check(result)
+        if self.shows_ledger:
+            problems += _member_ledger(session, event, lines)
+        return StepOutcome(self.title, tuple(lines), tuple(problems), result.log_lines)
+
+
+def _member_ledger(session: DemoSession, event: Any, lines: list[str]) -> list[str]:
+    """The ledger entry of the member's grant, with its account; the problems if none."""
+    table = session.scenario.ledger_table
+    group_id = str(event["resources"][0]).rsplit("/", 1)[-1]
+    if table is None:
+        return ["the member scenario has no ledger table"]
+    entries = list(Ledger(session.target.client("dynamodb"), table).entries(group_id=group_id))
+    for entry in entries:
+        lines.append(
+            f"ledger    {entry.grant.group_name} of account {entry.grant.account} into "
+            f"{entry.grant.cache_security_group}: {entry.status}, made at {entry.recorded_at} "
+            f"by event {entry.grant.event_id}"
+        )
+    if [e.grant.account for e in entries] != [event["account"]]:
+        return [f"the ledger holds {len(entries)} entries for {group_id}, expected one"]
+    return []
 
 
 def _member_authorized_result(result: InvocationResult) -> str:
@@ -433,6 +455,7 @@ MEMBER_STEPS: Final[tuple[MemberStep, ...]] = (
         "member-tag-change-authorized.json",
         _member_authorized_check,
         _member_authorized_result,
+        shows_ledger=True,
     ),
     MemberStep(
         "A member's event naming another member's group is denied before anything is read",
