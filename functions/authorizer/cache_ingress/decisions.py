@@ -280,20 +280,29 @@ def _group_checks(
     read: a group out of scope is never described)."""
     # A deployment that serves no member traces account-agreement only when it denies.
     shown = context.trace and context.members is not None
-    for check in (_event_account(context), _event_region(context), _claimed_accounts(context)):
-        if check.verdict.decides or shown or (context.trace and check.rule != _AGREEMENT):
-            yield check
-        if check.verdict.decides:
-            return
+    request = context.request
+    own_event = (
+        request.account == context.account_id
+        and request.region == context.region
+        and not request.other_accounts
+    )
+    # On every event, the function's own account's: nothing to say, no fact to write.
+    if context.trace or not own_event:
+        for check in (_event_account(context), _event_region(context), _claimed_accounts(context)):
+            if check.verdict.decides or shown or (context.trace and check.rule != _AGREEMENT):
+                yield check
+            if check.verdict.decides:
+                return
     if group is None:
         fact, reason = f"{group_id} does not exist now", "the group no longer exists"
         yield Check("group-exists", fact, Verdict.NOT_APPLICABLE, reason)
         return
-    read = _read_accounts(context, group)
-    if read.verdict.decides or shown:
-        yield read
-    if read.verdict.decides:
-        return
+    if shown or group.read_account is not None or context.member_event:
+        read = _read_accounts(context, group)
+        if read.verdict.decides or shown:
+            yield read
+        if read.verdict.decides:
+            return
     if context.trace:
         yield Check("group-exists", _group_fact(group), Verdict.HOLDS)
     yield from _tag_checks(context, group)
