@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -156,3 +157,36 @@ def test_reconcile_dry_run_reports_every_account(
     assert all(": completed;" in line for line in lines)
     assert "AssumeRole calls 1" in lines[1]
     assert "drift" in out and CHECKOUT_APP in out
+
+
+def test_plan_covers_the_members_groups_read_through_their_roles(
+    aws: EmbeddedAws, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    # The new policy stops admitting the member into sessions: its peered group's pair changes.
+    current = Path(aws.world.function_environment()["POLICY_FILE"])
+    new = tmp_path / "policy.yaml"
+    new.write_text(
+        current.read_text(encoding="utf-8").replace(
+            'owner_accounts: ["123456789012", "111122223333"]\n      required_tags:\n'
+            "        env: prod\n      peered_vpcs: true",
+            'owner_accounts: ["123456789012"]\n      required_tags:\n'
+            "        env: prod\n      peered_vpcs: true",
+        ),
+        encoding="utf-8",
+    )
+    assert new.read_text(encoding="utf-8") != current.read_text(encoding="utf-8")
+
+    status = cli.main(
+        ["plan", "--endpoint-url", aws.endpoint_url, "--policy-file", str(new), "--json"]
+    )
+
+    document = json.loads(capsys.readouterr().out)
+    assert status == 2, document
+    assert (document["pages"], document["groupsSeen"]) == (3, 6)  # the cache account, 2 members
+    [change] = document["changes"]
+    assert (change["groupId"], change["target"], change["change"]) == (
+        "sg-0d2e3f4a5b6c7d8e9",
+        "sessions",
+        "deny",
+    )
+    assert change["new"]["rule"] == "owner-accounts"

@@ -21,13 +21,21 @@ from cache_ingress.errors import AwsCallError, TransientFailureError
 from cache_ingress.observability import logger
 from cache_ingress.reconcile.cursor import CURSOR_KEY, Cursor, CursorStore
 from cache_ingress.reconcile.report import Report
-from cache_ingress.reconcile.sweep import Budget, ReconcileError, Reconciler, publish_metrics
+from cache_ingress.reconcile.sweep import (
+    Budget,
+    Preview,
+    ReconcileError,
+    Reconciler,
+    RemainingTime,
+    publish_metrics,
+)
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
     from cache_ingress.granted_state import GrantedView
     from cache_ingress.policy import Policy
+    from cache_ingress.reconcile.listing import GroupPage
     from cache_ingress.settings import ReconcileOptions, Settings
 
 ROTATION_KEY = f"{CURSOR_KEY}#accounts"
@@ -168,6 +176,40 @@ class AccountsSweep:
         if rotation is not None:
             _save_rotation(rotation, version, report)
         return report
+
+    def preview(
+        self,
+        policies: Mapping[str, Policy],
+        context: RemainingTime | None = None,
+        *,
+        reserve_ms: int | None = None,
+        on_page: Callable[[GroupPage], None] | None = None,
+    ) -> dict[str, Preview]:
+        """`Reconciler.preview` over the cache account and then every member (at most
+        `accounts_per_run`), each read through its role: one preview per policy, its pairs
+        and traces those of every account. A member that cannot be read stops the preview
+        (raises as `sweep` does): a plan never claims to have seen what it did not."""
+        previews = self._own.preview(policies, context, reserve_ms=reserve_ms, on_page=on_page)
+        members, _ = self._accounts()
+        members = sorted(a for a in dict.fromkeys(members) if a != self._settings.account_id)
+        for account in members[: self._options.accounts_per_run]:
+            if any(p.report.status != "completed" for p in previews.values()):
+                break
+            theirs = self._member(account).preview(
+                policies, context, reserve_ms=reserve_ms, on_page=on_page
+            )
+            for name, preview in theirs.items():
+                into = previews[name]
+                into.report.pairs.extend(preview.report.pairs)
+                into.report.pages += preview.report.pages
+                into.report.groups_seen += preview.report.groups_seen
+                into.traces.update(preview.traces)
+                if preview.report.status != "completed":
+                    into.report.status = preview.report.status
+        if len(members) > self._options.accounts_per_run:
+            for preview in previews.values():
+                preview.report.status = "stopped"
+        return previews
 
     def _sweep_one(
         self,
