@@ -328,3 +328,41 @@ def test_a_members_entry_is_never_judged_gone_where_its_group_cannot_be_read(
     assert decision.outcome != "revoked"
     assert decision.error_code == "MemberNotRead"
     assert _ledger(member_world).live(CHECKOUT_APP) == [entry]
+
+
+def test_a_members_deleted_group_is_forwarded_and_its_grant_revoked_in_the_cache_account(
+    member_world: SeededWorld, tmp_path: Path
+) -> None:
+    import copy
+    import json as json_module
+
+    from cache_ingress_tools.emulator import event_buses
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(REVOKING_POLICY, encoding="utf-8")
+    authorizer = _authorizer(member_world, POLICY_FILE=str(policy))
+    assert _decisions(authorizer.handle(member_tag_change(CHECKOUT_APP)))[0][2] == "authorized"
+    _as(MEMBER, "ec2").delete_security_group(GroupId=CHECKOUT_APP)
+    sample = (
+        Path(__file__).resolve().parents[2] / "events" / "cloudtrail-delete-security-group.json"
+    )
+    deleted = copy.deepcopy(json_module.loads(sample.read_text(encoding="utf-8")))
+    deleted["id"], deleted["account"] = "member-delete-1", MEMBER
+    deleted["detail"]["recipientAccountId"] = MEMBER
+    deleted["detail"]["userIdentity"]["accountId"] = MEMBER
+    deleted["detail"]["userIdentity"]["arn"] = f"arn:aws:sts::{MEMBER}:assumed-role/platform/bob"
+    deleted["detail"]["requestParameters"]["groupId"] = CHECKOUT_APP
+
+    # member.yaml's rule forwards the deletion; template.yaml's rule on the bus delivers it.
+    assert member_world.members is not None
+    event_buses.emit(MEMBER, REGION, deleted)
+    [delivered] = event_buses.delivered(member_world.members.function_arn)
+    summary = _authorizer(member_world, POLICY_FILE=str(policy)).handle(delivered)
+
+    assert ("orders", "revoked", MEMBER) in {
+        (d.get("target"), d["outcome"], d.get("account")) for d in summary["decisions"]
+    }
+    [cache_group] = _as(CACHE, "elasticache").describe_cache_security_groups(
+        CacheSecurityGroupName="orders-cache-sg"
+    )["CacheSecurityGroups"]
+    assert cache_group["EC2SecurityGroups"] == []

@@ -272,8 +272,8 @@ def test_the_organization_benchmark_runs_and_reports_per_account() -> None:
 def test_the_sweep_revokes_a_members_grant_whose_group_was_deleted(
     member_world: SeededWorld, tmp_path: Any
 ) -> None:
-    # docs/multi-account.md, "Limits": a member's deletion is not forwarded; the sweep's
-    # revocation phase (enforce) reads the member's groups through its role.
+    # docs/multi-account.md: a deletion the event path missed is found by the sweep's
+    # revocation phase (enforce), which reads the member's groups through its role.
     from cache_ingress.ledger import Ledger
     from tests.integration.test_member_events import REVOKING_POLICY
 

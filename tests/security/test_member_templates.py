@@ -259,15 +259,12 @@ def test_members_forward_exactly_what_the_cache_stack_listens_for(tag_key: str) 
         member_resolver.value(member_template["Resources"][n]["Properties"]["EventPattern"], n)
         for n in _rules(member_template)
     ]
-    # The tagging events; a member's group deletion is not forwarded (revoking a member's
-    # grant when its group goes is the sweep's: docs/multi-account.md, "Limits").
+    # The three tagging events and the deletion of a group (revocation).
     default = sorted(
-        json.dumps(p, sort_keys=True)
-        for k, p in cache_patterns.items()
-        if "default/" in k and k != "default/DeleteGroup"
+        json.dumps(p, sort_keys=True) for k, p in cache_patterns.items() if "default/" in k
     )
     on_bus = sorted(json.dumps(p, sort_keys=True) for k, p in cache_patterns.items() if "bus/" in k)
-    assert len(default) == 3
+    assert len(default) == 4
     assert on_bus == default
     assert sorted(json.dumps(p, sort_keys=True) for p in forwarded) == default
 
