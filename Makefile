@@ -46,8 +46,9 @@ typecheck: $(BIN)/.installed-dev
 	$(BIN)/mypy
 
 template: $(BIN)/.installed-dev $(SAM)
-	$(BIN)/cfn-lint template.yaml
+	$(BIN)/cfn-lint template.yaml member.yaml
 	$(SAM) validate --lint --template template.yaml --region us-east-1
+	$(SAM) validate --lint --template member.yaml --region us-east-1
 
 $(SECURITY_VENV)/bin/checkov:
 	$(PYTHON) -m venv $(SECURITY_VENV)
@@ -57,7 +58,7 @@ $(SECURITY_VENV)/bin/checkov:
 ## security: checkov on the template, bandit on the code, pip-audit on what the Lambda bundles
 ## (it says which packages it could not audit; AUDIT_STRICT=1 fails on them)
 security: $(SECURITY_VENV)/bin/checkov
-	$(SECURITY_VENV)/bin/checkov -f template.yaml --framework cloudformation --skip-download --compact --quiet
+	$(SECURITY_VENV)/bin/checkov -f template.yaml -f member.yaml --framework cloudformation --skip-download --compact --quiet
 	$(SECURITY_VENV)/bin/bandit -r functions src -q
 	$(SECURITY_VENV)/bin/python scripts/audit_dependencies.py $(if $(AUDIT_STRICT),--strict) functions/authorizer/requirements.txt -- --disable-pip
 

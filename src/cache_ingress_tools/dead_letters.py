@@ -91,6 +91,8 @@ class DeadLetter:
     # The AWS error codes of the grants that failed (the function's own envelope names them),
     # e.g. ReplicationGroupNotFoundFault, for which the error message has no word.
     error_codes: tuple[str, ...] = ()
+    # The account the event comes from (a member account's, docs/multi-account.md).
+    account: str | None = None
 
     @property
     def scheduled_run(self) -> bool:
@@ -121,6 +123,7 @@ class DeadLetter:
             "deadLetteredAt": _iso(self.dead_lettered_at),
             "ageSeconds": None if age is None else int(age.total_seconds()),
             "receiveCount": self.receive_count,
+            "account": self.account,
         }
         if self.intake_note is not None:
             fields["intakeNote"] = self.intake_note
@@ -298,6 +301,7 @@ def _letter(
         receive_count=receive_count,
         intake_note=note,
         malformed=malformed,
+        account=_optional_text(raw.get("account")),
         error_codes=error_codes,
     )
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING
 
+from cache_ingress.authorizer import read_groups_now
 from cache_ingress.decisions import Check, PairTrace, Plan, Verdict, explain
 from cache_ingress.granted_state import GrantedView
 from cache_ingress.holds import RULE as HOLD_RULE
@@ -42,6 +43,7 @@ from cache_ingress.models import (
     VpcCacheFacts,
 )
 from cache_ingress.policy import Policy, Target
+from cache_ingress.vpc_peering import ReadPeerings
 from cache_ingress.wiring import ResolveDestinations, with_named_destinations
 
 if TYPE_CHECKING:
@@ -112,6 +114,11 @@ class Readers:
     resolve: ResolveDestinations
     verify_principal: VerifyPrincipal
     granted: GrantedView
+    # Member accounts (docs/multi-account.md): which accounts are members, their groups read
+    # through their read roles, and the peering connections of the caches' VPCs.
+    members: Callable[[str], bool] | None = None
+    describe_member: Callable[[str, Sequence[str]], dict[str, SecurityGroupFacts]] | None = None
+    peerings: ReadPeerings | None = None
     ledger: Ledger | None = None
     revoker: Revoker | None = None
 
@@ -158,10 +165,18 @@ def explain_request(
 ) -> Explanation:
     """The request decided as the function decides it, every rule traced, the pairs of
     `group_id` and `target` only when given. Raises AwsCallError when a read fails."""
-    in_scope = (request.account, request.region) == (account_id, region)
-    groups = readers.describe(request.group_ids) if in_scope else {}
-    groups = with_named_destinations(groups, policy, region, readers.resolve)
-    decide = partial(explain, policy=policy, account_id=account_id, region=region)
+    groups = read_groups_now(
+        request,
+        account_id=account_id,
+        region=region,
+        members=readers.members,
+        describe=readers.describe,
+        describe_member=readers.describe_member,
+    )
+    groups = with_named_destinations(groups, policy, region, readers.resolve, readers.peerings)
+    decide = partial(
+        explain, policy=policy, account_id=account_id, region=region, members=readers.members
+    )
     traces = decide(request, groups)
     provenance = None
     if any(trace.unverified for trace in traces):
@@ -280,7 +295,9 @@ def _assumed(
     current = facts.tags.get(policy.tag_key)
     value = f"{current},{target}" if current and current.strip(" ,") else target
     assumed = replace(facts, tags={**facts.tags, policy.tag_key: value})
-    groups = with_named_destinations({facts.group_id: assumed}, policy, region, readers.resolve)
+    groups = with_named_destinations(
+        {facts.group_id: assumed}, policy, region, readers.resolve, readers.peerings
+    )
     traces = decide(replace(request, group_ids=(facts.group_id,)), groups)
     return [
         replace(_view(trace, groups, policy, readers.granted), assumed_tag=value)

@@ -567,8 +567,8 @@ def test_the_demo_walks_through_its_steps_and_exits_0() -> None:
     assert completed.returncode == 0, completed.stdout + completed.stderr
     output = completed.stdout
     steps = re.findall(r"^(\d)\. (.+)$", output, flags=re.MULTILINE)
-    assert [number for number, _ in steps] == ["1", "2", "3", "4", "5"]
-    assert output.count("\n   ok\n") == 5
+    assert [number for number, _ in steps] == ["1", "2", "3", "4", "5", "6", "7"]
+    assert output.count("\n   ok\n") == 7
     assert "orders-cache-sg now admits orders-app" in output
     assert "orders: denied by rule required-tags" in output
     assert "dead-letter queue cache-ingress-dlq (GrantFailed)" in output
@@ -578,7 +578,13 @@ def test_the_demo_walks_through_its_steps_and_exits_0() -> None:
     assert "orders: revoked; the group's cache-ingress tag no longer names orders" in output
     assert "result    orders-cache-sg admits nothing" in output
     assert re.search(r"ledger    orders-app into orders-cache-sg: made at \S+ by event", output)
-    assert "5 of 5 steps had their expected outcome." in output
+    # Member accounts: forwarded, granted in the cache account with the member as owner.
+    assert "in member account 111122223333" in output
+    assert "-> bus cache-ingress of account 123456789012" in output
+    assert "now admits checkout-app of account 111122223333" in output
+    assert "ledger    checkout-app of account 111122223333 into orders-cache-sg: in-force" in output
+    assert "denied by rule account-agreement" in output
+    assert "7 of 7 steps had their expected outcome." in output
     assert '"message":' not in output  # log lines only with --verbose
 
 
@@ -593,6 +599,7 @@ def test_the_demo_exits_1_when_a_step_goes_otherwise(monkeypatch: pytest.MonkeyP
     )
     monkeypatch.setattr(demo, "STEPS", (step,))
     monkeypatch.setattr(demo, "replay_step", lambda session: None)
+    monkeypatch.setattr(demo, "MEMBER_STEPS", ())
     monkeypatch.setattr(demo, "revoke_step", lambda session: None)
     out = io.StringIO()
 

@@ -41,8 +41,21 @@ The rules, as read here:
   A grant that was there before the function came to it is never revoked.
 - A VPC target (`vpc_security_group`, `replication_group`, `cache_cluster`) is granted by a
   rule on the cache's VPC security group, TCP on the cache's port, from the tagged group;
-  the tagged group must be in a VPC, the same as the cache's security group's. Nothing is
-  granted on a fact that is missing: a cache whose facts are unknown grants nothing.
+  the tagged group must be in a VPC, the same as the cache's security group's, or, for a
+  target with `allow.peered_vpcs: true`, one joined to it by an active peering connection.
+  Nothing is granted on a fact that is missing: a cache whose facts are unknown grants
+  nothing.
+
+Member accounts (docs/multi-account.md, "How a member's event is decided"; README
+`event-account`, `account-agreement`), read by `permitted_in_organization`:
+
+- The stack decides the events of its own account and of its member accounts only.
+- Every account the event names must be the event's own `account`: each resource ARN's
+  account, and CloudTrail's `recipientAccountId` and `userIdentity.accountId`.
+- The group is read in the event's own account: a group id means that account's group,
+  and a member's event decides only groups that member owns.
+- Then every rule above applies as for any group; `owner_accounts` still decides who is
+  admitted (default: the cache account only), and the ingress names the group's owner.
 """
 
 from __future__ import annotations
@@ -163,6 +176,7 @@ def permitted(
     scope: Scope,
     caches: Mapping[str, CacheFacts] | None = None,
     delivery: Delivery | None = None,
+    peerings: frozenset[frozenset[str]] = frozenset(),
 ) -> set[Permit]:
     """The pairs the rules allow to be granted for `event` (the raw EventBridge event),
     which names `group_ids`.
@@ -194,8 +208,13 @@ def permitted(
                 permits.add(replace(permit, cache_security_group=target["cache_security_group"]))
                 continue
             cache = (caches or {}).get(name)
-            in_the_cache_vpc = cache is not None and group.get("vpc_id") == cache.vpc_id
-            if in_the_cache_vpc and group.get("vpc_id") is not None:
+            vpc = group.get("vpc_id")
+            if cache is None or vpc is None:
+                continue
+            peered = (target.get("allow") or {}).get("peered_vpcs") is True and (
+                frozenset({vpc, cache.vpc_id}) in peerings
+            )
+            if vpc == cache.vpc_id or peered:
                 permits.add(replace(permit, vpc_cache=cache))
     return permits
 
@@ -344,3 +363,65 @@ def wildcard_match(pattern: str, text: str) -> bool:
     if head == "?":
         return text[0] not in "/:" and wildcard_match(rest, text[1:])
     return head == text[0] and wildcard_match(rest, text[1:])
+
+
+# --- member accounts --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Organization:
+    """The cache account's stack and the member accounts whose events it decides."""
+
+    cache_account: str
+    region: str
+    members: frozenset[str]
+
+
+def accounts_named(event: Mapping[str, Any]) -> list[str]:
+    """Every account the raw event names besides its `account`: the account field of each
+    resource ARN (`arn:aws:ec2:REGION:ACCOUNT:security-group/ID`), and CloudTrail's
+    recipient and caller accounts."""
+    named = [str(arn).split(":")[4] for arn in event.get("resources") or [] if ":" in str(arn)]
+    detail = event.get("detail") or {}
+    if (event.get("source"), event.get("detail-type")) == CLOUDTRAIL:
+        for value in (
+            detail.get("recipientAccountId"),
+            (detail.get("userIdentity") or {}).get("accountId"),
+        ):
+            if value is not None:
+                named.append(str(value))
+    return named
+
+
+def permitted_in_organization(
+    group_ids: Iterable[str],
+    groups_by_account: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    event: Mapping[str, Any],
+    policy: Mapping[str, Any],
+    organization: Organization,
+    caches: Mapping[str, CacheFacts] | None = None,
+    peerings: frozenset[frozenset[str]] = frozenset(),
+) -> set[Permit]:
+    """The pairs the rules allow for `event` in a cache account that serves members.
+
+    `groups_by_account` maps each account to its groups as they are now (as `permitted`
+    takes them); `peerings` holds the pairs of VPCs an active peering connection joins.
+    """
+    account = str(event.get("account"))
+    if event.get("region") != organization.region:
+        return set()
+    if account != organization.cache_account and account not in organization.members:
+        return set()
+    if any(named != account for named in accounts_named(event)):
+        return set()
+    groups = dict(groups_by_account.get(account) or {})
+    if account != organization.cache_account:
+        groups = {gid: g for gid, g in groups.items() if g["owner_id"] == account}
+    # From here on, the rules of one account, with the cache account as the function's.
+    scope = Scope(
+        organization.cache_account,
+        organization.region,
+        organization.cache_account,
+        organization.region,
+    )
+    return permitted(group_ids, groups, event, policy, scope, caches, peerings=peerings)

@@ -26,7 +26,12 @@ PSEUDO = {"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": ACCO
 # Actions IAM cannot scope to a resource (the service authorization reference lists no
 # resource type for them): the only ones that may use Resource "*".
 UNSCOPABLE_ACTIONS = frozenset(
-    {"ec2:DescribeSecurityGroups", "ec2:DescribeSecurityGroupRules", "cloudtrail:LookupEvents"}
+    {
+        "ec2:DescribeSecurityGroups",
+        "ec2:DescribeSecurityGroupRules",
+        "ec2:DescribeVpcPeeringConnections",
+        "cloudtrail:LookupEvents",
+    }
 )
 LOOKUP = "cloudtrail:LookupEvents"
 AUTHORIZE = "elasticache:AuthorizeCacheSecurityGroupIngress"
@@ -319,6 +324,7 @@ def test_the_function_keeps_its_records_and_dead_letters_in_its_own_resources() 
         f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/cache-ingress/policy"
     }
     assert by_action.pop("ec2:DescribeSecurityGroups") == {"*"}
+    assert by_action.pop("ec2:DescribeVpcPeeringConnections") == {"*"}
     assert by_action.pop(LOOKUP) == {"*"}
     assert by_action.pop(ADD_RULE) == {SECURITY_GROUPS}
     assert by_action.pop(REMOVE_RULE) == {SECURITY_GROUPS}

@@ -33,7 +33,13 @@ from cache_ingress.aws import Clients
 from cache_ingress.settings import Settings, current_settings
 from cache_ingress.wiring import build_authorizer, current_authorizer
 from cache_ingress_tools.emulator.cache_security_groups import install
-from cache_ingress_tools.emulator.scenario import Scenario, SeededWorld, load_scenario, seed
+from cache_ingress_tools.emulator.scenario import (
+    MEMBER_SCENARIO,
+    Scenario,
+    SeededWorld,
+    load_scenario,
+    seed,
+)
 
 SERVICES = ("ec2", "elasticache", "dynamodb", "sqs", "ssm")
 REGION = "us-east-1"
@@ -90,6 +96,11 @@ def shared_session() -> boto3.Session:
 @cache
 def default_scenario() -> Scenario:
     return load_scenario()
+
+
+@cache
+def member_scenario() -> Scenario:
+    return load_scenario(MEMBER_SCENARIO)
 
 
 class MotoWorld:
@@ -154,6 +165,43 @@ def clients(aws: None, moto_world: MotoWorld) -> dict[str, Any]:
 @pytest.fixture
 def world(clients: dict[str, Any]) -> SeededWorld:
     return seed(default_scenario(), clients)
+
+
+@pytest.fixture
+def member_world(clients: dict[str, Any]) -> SeededWorld:
+    """The member scenario: a cache account and two member accounts of one organization,
+    with both templates' roles, bus and rules deployed (emulator/organization.py)."""
+    session = shared_session()
+    return seed(
+        member_scenario(),
+        clients,
+        client_for=lambda service: session.client(  # type: ignore[call-overload]
+            service, region_name=REGION, config=TEST_CLIENT_CONFIG
+        ),
+    )
+
+
+def function_clients(world: SeededWorld, services: tuple[str, ...] = SERVICES) -> Clients:
+    """The function's clients as Lambda gives them: acting with its execution role's
+    credentials in a member scenario (the member read roles trust that role only)."""
+    members = world.members
+    injected = Clients(world.scenario.region)
+    if members is None:
+        return injected
+    credentials = members.function_credentials
+    for name in (*services, "sts", "cloudtrail"):
+        injected.inject(
+            name,
+            shared_session().client(  # type: ignore[call-overload]
+                name,
+                region_name=world.scenario.region,
+                config=TEST_CLIENT_CONFIG,
+                aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
+                aws_session_token=credentials["AWS_SESSION_TOKEN"],
+            ),
+        )
+    return injected
 
 
 @pytest.fixture

@@ -137,7 +137,12 @@ def verdicts(trace: PairTrace) -> list[tuple[str, Verdict]]:
 
 
 def test_the_readme_table_lists_the_rules_in_order() -> None:
-    assert DOCUMENTED[:3] == ["event-account", "event-region", "unknown-target"]
+    assert DOCUMENTED[:4] == [
+        "event-account",
+        "event-region",
+        "account-agreement",
+        "unknown-target",
+    ]
     # The policy's rules end with provenance; an operator's hold is read after all of them.
     assert DOCUMENTED[-2:] == ["principal-provenance", "hold"]
 

@@ -9,7 +9,7 @@ dead-letter queue (returned, with the message id), or raised for Lambda to retry
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -52,6 +52,8 @@ if TYPE_CHECKING:
     from cache_ingress.settings import Settings
 
 DescribeGroups = Callable[[Sequence[str]], dict[str, SecurityGroupFacts]]
+# A member account's groups, read through that account's read role (docs/multi-account.md).
+DescribeMemberGroups = Callable[[str, Sequence[str]], dict[str, SecurityGroupFacts]]
 VerifyPrincipal = Callable[[TagRequest], Provenance]
 
 _METRIC_NAMES = {
@@ -92,10 +94,12 @@ class Authorizer:
         granter: Callable[[], Granter],
         dead_letters: Callable[[], DeadLetterQueue],
         verify_principal: VerifyPrincipal,
+        describe_member_groups: DescribeMemberGroups | None = None,
         ledger: Callable[[], Ledger] | None = None,
         revoker: Callable[[], Revoker] | None = None,
     ) -> None:
         self._settings = settings
+        self._describe_member_groups = describe_member_groups
         self._policies = policies
         self._describe_groups = describe_groups
         self._granter = granter
@@ -159,7 +163,8 @@ class Authorizer:
                 parsed.source,
                 parsed.detail_type,
             )
-        groups = self._describe_groups(parsed.group_ids) if self._in_scope(parsed) else {}
+        groups = self._groups_now(parsed)
+        members = self._settings.members
         decide_now = partial(
             decide,
             parsed,
@@ -167,6 +172,7 @@ class Authorizer:
             policy,
             account_id=self._settings.account_id,
             region=self._settings.region,
+            members=members.admits if members is not None else None,
         )
         plan = decide_now()
         if plan.unverified:
@@ -199,9 +205,24 @@ class Authorizer:
         return _summary(parsed.event_id, "completed", decisions, self._settings.dry_run)
 
     def _in_scope(self, request: TagRequest) -> bool:
-        return (request.account, request.region) == (
-            self._settings.account_id,
-            self._settings.region,
+        """Whether the request's groups are read at all (`read_groups_now`): its region, no
+        other account named, and the function's own account or a member's."""
+        settings = self._settings
+        return (
+            request.region == settings.region
+            and not request.other_accounts
+            and settings.serves(request.account)
+        )
+
+    def _groups_now(self, request: TagRequest) -> dict[str, SecurityGroupFacts]:
+        settings = self._settings
+        return read_groups_now(
+            request,
+            account_id=settings.account_id,
+            region=settings.region,
+            members=settings.members.admits if settings.members is not None else None,
+            describe=self._describe_groups,
+            describe_member=self._describe_member_groups,
         )
 
     def _ignored(
@@ -334,6 +355,29 @@ class Authorizer:
         summary["errorType"] = error_type
         summary["deadLetterMessageId"] = message_id
         return summary
+
+
+def read_groups_now(
+    request: TagRequest,
+    *,
+    account_id: str,
+    region: str,
+    members: Callable[[str], bool] | None,
+    describe: Callable[[Sequence[str]], Mapping[str, SecurityGroupFacts]],
+    describe_member: DescribeMemberGroups | None,
+) -> dict[str, SecurityGroupFacts]:
+    """The request's groups as they are now, read in the event's own account: the
+    function's, or a member's through its read role. An event out of scope (another account
+    or region, or naming an account other than its own) reads nothing: its groups are denied
+    without being described, and no role is assumed for it. `explain` reads the same way.
+    """
+    if request.region != region or request.other_accounts:
+        return {}
+    if request.account == account_id:
+        return dict(describe(request.group_ids))
+    if describe_member is None or members is None or not members(request.account):
+        return {}
+    return describe_member(request.account, request.group_ids)
 
 
 def _origin(path: str, policy: Policy, grant: Grant, request: TagRequest) -> GrantOrigin:

@@ -25,6 +25,8 @@ from cache_ingress.errors import AwsCallError
 if TYPE_CHECKING:
     from botocore.client import BaseClient
 
+    from cache_ingress.member_accounts import AssumedCredentials
+
 # Bounded so that a hung dependency becomes a transient failure well inside the timeout.
 CLIENT_CONFIG = Config(
     retries={"mode": "standard", "total_max_attempts": 3},
@@ -68,8 +70,24 @@ _TRANSPORT_ERRORS = (
 )
 
 
-# How a client is made for a service, given the function's configuration for it.
+# How a client is made for a service, given the function's configuration for it; and how a
+# client is made with a member account's assumed credentials.
 ClientFactory = Callable[[str, Config], Any]
+AssumedClientFactory = Callable[[str, Config, "AssumedCredentials"], Any]
+
+
+def assumed_client(
+    service: str, config: Config, credentials: AssumedCredentials, *, region: str | None = None
+) -> Any:
+    """A boto3 client acting with `credentials` (AWS_ENDPOINT_URL, if set, applies as to any)."""
+    return boto3.client(  # type: ignore[call-overload]
+        service,
+        region_name=region,
+        config=config,
+        aws_access_key_id=credentials.access_key_id,
+        aws_secret_access_key=credentials.secret_access_key,
+        aws_session_token=credentials.session_token,
+    )
 
 
 class Clients:
@@ -77,12 +95,21 @@ class Clients:
 
     `factory` makes every client the function asks for (the operator's tools pass theirs,
     so that any service the function uses, now or later, goes to their session and
-    endpoint); by default, boto3's default session in `region`.
+    endpoint); by default, boto3's default session in `region`. `assumed_factory` makes the
+    clients that act in a member account with the credentials of its read role
+    (`member_accounts`); by default boto3's, in `region`.
     """
 
-    def __init__(self, region: str | None = None, *, factory: ClientFactory | None = None) -> None:
+    def __init__(
+        self,
+        region: str | None = None,
+        *,
+        factory: ClientFactory | None = None,
+        assumed_factory: AssumedClientFactory | None = None,
+    ) -> None:
         self._region = region
         self._factory = factory
+        self._assumed_factory = assumed_factory
         self._clients: dict[str, BaseClient] = {}
 
     def get(self, service: str) -> Any:
@@ -98,6 +125,13 @@ class Clients:
 
     def inject(self, service: str, client: BaseClient) -> None:
         self._clients[service] = client
+
+    def assumed(self, service: str, credentials: AssumedCredentials) -> Any:
+        """A new client of `service` acting with a member account's credentials."""
+        config = _SERVICE_CONFIG.get(service, CLIENT_CONFIG)
+        if self._assumed_factory is not None:
+            return self._assumed_factory(service, config, credentials)
+        return assumed_client(service, config, credentials, region=self._region)
 
 
 def aws_call_error(exc: Exception, action: str) -> AwsCallError:

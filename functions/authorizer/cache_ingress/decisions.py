@@ -21,7 +21,7 @@ answer (`provenance`). Only then, and only if CloudTrail confirms it, is the gra
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
@@ -48,7 +48,7 @@ _ACCOUNT = re.compile(r"[0-9]{12}")
 _BINDING_CALLS = frozenset({"CreateTags", "CreateSecurityGroup"})
 # Around the items of a tag value, ASCII spaces are trimmed, nothing else (SECURITY.md).
 _TRIMMED = " "
-_EVENT_RULES = frozenset({"event-account", "event-region"})
+_AGREEMENT = "account-agreement"
 _PROVENANCE = "principal-provenance"
 # Facts quote what AWS or the event holds; long values are cut so a trace stays readable.
 _QUOTED = 128
@@ -95,6 +95,7 @@ class Check(NamedTuple):
     error_code: str | None = None
     vpc_security_group: str | None = None
     port: int | None = None
+    peering: str | None = None
 
     def as_fields(self) -> dict[str, object]:
         fields: dict[str, object] = {
@@ -175,15 +176,18 @@ def decide(
     account_id: str,
     region: str,
     provenance: Provenance | None = None,
+    members: Callable[[str], bool] | None = None,
 ) -> Plan:
     """Decide every (group, target) pair the request names, on the groups' current state.
 
     `groups` holds the groups that exist now; a named group missing from it no longer exists.
     `provenance` is CloudTrail's answer about a replayed event's principal; without it, a
     replayed event's grants of principal-gated targets wait in `Plan.unverified`.
+    `members` says whether another account's event is this function's to decide (a member
+    account, docs/multi-account.md); without it, only `account_id`'s events are.
     """
     plan = Plan()
-    context = _Context(request, policy, account_id, region, provenance, trace=False)
+    context = _Context(request, policy, account_id, region, provenance, False, members)
     for trace in _traces(context, groups):
         if trace.unverified and isinstance(trace.result, Grant):
             plan.unverified.append(trace.result)
@@ -202,11 +206,12 @@ def explain(
     account_id: str,
     region: str,
     provenance: Provenance | None = None,
+    members: Callable[[str], bool] | None = None,
 ) -> tuple[PairTrace, ...]:
     """Every pair `decide()` judges, with every rule's check in order (rules after the
     deciding one are evaluated too, for the reader) and the outcome `decide()` gives it.
     """
-    context = _Context(request, policy, account_id, region, provenance, trace=True)
+    context = _Context(request, policy, account_id, region, provenance, True, members)
     return tuple(_traces(context, groups))
 
 
@@ -222,6 +227,12 @@ class _Context(NamedTuple):
     region: str
     provenance: Provenance | None
     trace: bool
+    members: Callable[[str], bool] | None = None
+
+    @property
+    def member_event(self) -> bool:
+        """An event of a member account: its groups were read through that account's role."""
+        return self.request.account != self.account_id
 
 
 def _traces(context: _Context, groups: Mapping[str, SecurityGroupFacts]) -> Iterator[PairTrace]:
@@ -267,24 +278,37 @@ def _group_checks(
 ) -> Iterator[Check]:
     """Checks of the group as a whole; each that decides ends them (nothing after it can be
     read: a group out of scope is never described)."""
+    # A deployment that serves no member traces account-agreement only when it denies.
+    shown = context.trace and context.members is not None
     request = context.request
-    for scope, theirs, ours in (
-        ("account", request.account, context.account_id),
-        ("region", request.region, context.region),
-    ):
-        if theirs != ours or context.trace:
-            fact = f"the event comes from {scope} {theirs}; this function serves {scope} {ours}"
-            if theirs != ours:
-                reason = f"event comes from {scope} {theirs}; this function serves {scope} {ours}"
-                yield Check(f"event-{scope}", fact, Verdict.DENIES, reason)
+    own_event = (
+        request.account == context.account_id
+        and request.region == context.region
+        and not request.other_accounts
+    )
+    # On every event, the function's own account's: nothing to say, no fact to write.
+    if context.trace or not own_event:
+        for check in (_event_account(context), _event_region(context), _claimed_accounts(context)):
+            if check.verdict.decides or shown or (context.trace and check.rule != _AGREEMENT):
+                yield check
+            if check.verdict.decides:
                 return
-            yield Check(f"event-{scope}", fact, Verdict.HOLDS)
     if group is None:
         fact, reason = f"{group_id} does not exist now", "the group no longer exists"
         yield Check("group-exists", fact, Verdict.NOT_APPLICABLE, reason)
         return
+    if shown or group.read_account is not None or context.member_event:
+        read = _read_accounts(context, group)
+        if read.verdict.decides or shown:
+            yield read
+        if read.verdict.decides:
+            return
     if context.trace:
         yield Check("group-exists", _group_fact(group), Verdict.HOLDS)
+    yield from _tag_checks(context, group)
+
+
+def _tag_checks(context: _Context, group: SecurityGroupFacts) -> Iterator[Check]:
     tag_key = context.policy.tag_key
     tag_value = group.tags.get(tag_key)
     if tag_value is None:
@@ -300,22 +324,98 @@ def _group_checks(
         yield Check("tag", fact, Verdict.HOLDS)
 
 
+def _event_account(context: _Context) -> Check:
+    """The event is this function's own account's, or a member's (`members`)."""
+    theirs, ours = context.request.account, context.account_id
+    if theirs == ours:
+        fact = f"the event comes from account {theirs}; this function serves account {ours}"
+        return Check("event-account", fact, Verdict.HOLDS)
+    if context.members is not None and context.members(theirs):
+        fact = f"the event comes from account {theirs}, a member account of {ours}"
+        return Check("event-account", fact, Verdict.HOLDS)
+    served = f"account {ours}" + (" and its member accounts" if context.members else "")
+    fact = f"the event comes from account {theirs}; this function serves {served}"
+    reason = f"event comes from account {theirs}; this function serves {served}"
+    return Check("event-account", fact, Verdict.DENIES, reason)
+
+
+def _event_region(context: _Context) -> Check:
+    theirs, ours = context.request.region, context.region
+    fact = f"the event comes from region {theirs}; this function serves region {ours}"
+    if theirs != ours:
+        reason = f"event comes from region {theirs}; this function serves region {ours}"
+        return Check("event-region", fact, Verdict.DENIES, reason)
+    return Check("event-region", fact, Verdict.HOLDS)
+
+
+def _claimed_accounts(context: _Context) -> Check:
+    """Every account the event names (its resources' ARNs, CloudTrail's recipient and
+    caller) is the event's own: no event of one account can name another's group."""
+    request = context.request
+    for where, account in request.other_accounts:
+        fact = f"the event is account {request.account}'s; {where} names {_quote(account)}"
+        reason = (
+            f"the event comes from account {request.account} but {where} names account "
+            f"{account[:32]}; an account's event decides only that account's groups"
+        )
+        return Check(_AGREEMENT, fact, Verdict.DENIES, reason)
+    fact = f"every account the event names is {request.account}"
+    return Check(_AGREEMENT, fact, Verdict.HOLDS)
+
+
+def _read_accounts(context: _Context, group: SecurityGroupFacts) -> Check:
+    """The group was read in the event's account: a member's group through that member's
+    role (the account STS named) and owned by it; the function's own with its own role."""
+    request = context.request
+    read = group.read_account or context.account_id
+    if not context.member_event:
+        agree = read == context.account_id
+        owner_rule = True
+    else:
+        agree = read == request.account
+        owner_rule = group.owner_id == request.account
+    fact = (
+        f"the event is account {request.account}'s; the group was read as account {read}, "
+        f"owner {_quote(group.owner_id)}"
+    )
+    if not agree:
+        reason = (
+            f"the event comes from account {request.account} but its group was read with "
+            f"account {read}'s credentials; a group is decided only on facts read in its own "
+            "account"
+        )
+        return Check(_AGREEMENT, fact, Verdict.DENIES, reason)
+    if not owner_rule:
+        reason = (
+            f"the event comes from account {request.account} but the group's owner is "
+            f"{group.owner_id[:32]}; a member's event decides only that member's own groups"
+        )
+        return Check(_AGREEMENT, fact, Verdict.DENIES, reason)
+    return Check(_AGREEMENT, fact, Verdict.HOLDS)
+
+
 def _group_decision(
     context: _Context, group_id: str, group: SecurityGroupFacts | None, stop: Check
 ) -> Decision:
     request = context.request
-    if stop.rule in _EVENT_RULES:
-        return Decision(
-            group_id,
-            None,
-            Outcome.DENIED,
-            stop.reason,
-            rule=stop.rule,
-            principal=request.principal,
+    account = request.account if context.member_event else None
+    if stop.verdict is Verdict.DENIES:
+        if group is None:
+            return Decision(
+                group_id,
+                None,
+                Outcome.DENIED,
+                stop.reason,
+                rule=stop.rule,
+                principal=request.principal,
+                account=account,
+            )
+        return _decision(
+            group, request, None, Outcome.DENIED, stop.reason, rule=stop.rule, account=account
         )
     if group is None:
-        return Decision(group_id, None, Outcome.NOT_APPLICABLE, stop.reason)
-    return _decision(group, request, None, Outcome.NOT_APPLICABLE, stop.reason)
+        return Decision(group_id, None, Outcome.NOT_APPLICABLE, stop.reason, account=account)
+    return _decision(group, request, None, Outcome.NOT_APPLICABLE, stop.reason, account=account)
 
 
 def _group_fact(group: SecurityGroupFacts) -> str:
@@ -344,7 +444,7 @@ def _target_checks(
         decided = decided or check.verdict.decides
         yield check
     if target.vpc is not None:
-        check = _same_vpc(group, target.vpc)
+        check = _same_vpc(group, target)
         decided = decided or check.verdict.decides
         if check.verdict.decides or context.trace:
             yield check
@@ -468,8 +568,13 @@ def _binding(request: TagRequest, target: str, tag_key: str) -> Check:
     return Check("principal-binding", fact, Verdict.HOLDS)
 
 
-def _same_vpc(group: SecurityGroupFacts, destination: VpcDestination) -> Check:
-    """After the policy's own rules: the cache's facts must be known, and in the group's VPC."""
+def _same_vpc(group: SecurityGroupFacts, target: Target) -> Check:
+    """After the policy's own rules: the cache's facts must be known, and the group in the
+    cache's VPC (shared with a member, or not) or, for a target that allows peered VPCs, in a
+    VPC joined to it by an active peering connection (looked up before the decision)."""
+    destination = target.vpc
+    if destination is None:
+        raise AssertionError("same-vpc is a rule of VPC targets")
     if group.vpc_id is None:
         reason = "the group is not in a VPC; a VPC cache can only admit groups of its own VPC"
         return Check("same-vpc", "the group is in no VPC", Verdict.DENIES, reason)
@@ -498,26 +603,40 @@ def _same_vpc(group: SecurityGroupFacts, destination: VpcDestination) -> Check:
         f"the group is in {group.vpc_id}; {destination.label} has security group "
         f"{facts.group_id} in {facts.vpc_id or 'no VPC'}, port {facts.port}"
     )
-    if facts.vpc_id != group.vpc_id:
-        reason = (
-            f"the group is in {group.vpc_id} and the cache's security group {facts.group_id} "
-            f"in {facts.vpc_id or 'no VPC'}; a group in another VPC can only be referenced "
-            "across a peering connection, which this function does not use"
-        )
+    if facts.vpc_id == group.vpc_id:
         return Check(
             "same-vpc",
-            fact,
-            Verdict.DENIES,
-            reason,
+            f"{fact}: the same VPC",
+            Verdict.HOLDS,
             vpc_security_group=facts.group_id,
             port=facts.port,
         )
+    peering = group.peerings.get(facts.vpc_id) if facts.vpc_id else None
+    if target.allow.peered_vpcs and peering is not None:
+        fact = f"{fact}: peered by {peering}"
+        return Check(
+            "same-vpc",
+            fact,
+            Verdict.HOLDS,
+            peering=peering,
+            vpc_security_group=facts.group_id,
+            port=facts.port,
+        )
+    if target.allow.peered_vpcs:
+        fact = f"{fact}: no active peering connection joins them"
+        reason = (
+            f"the group is in {group.vpc_id} and the cache's security group {facts.group_id} "
+            f"in {facts.vpc_id or 'no VPC'}, and no active peering connection in the region "
+            "joins the two VPCs"
+        )
+    else:
+        reason = (
+            f"the group is in {group.vpc_id} and the cache's security group {facts.group_id} "
+            f"in {facts.vpc_id or 'no VPC'}; a group in another VPC can only be referenced "
+            "across a peering connection, which this target does not allow (allow.peered_vpcs)"
+        )
     return Check(
-        "same-vpc",
-        fact,
-        Verdict.HOLDS,
-        vpc_security_group=facts.group_id,
-        port=facts.port,
+        "same-vpc", fact, Verdict.DENIES, reason, vpc_security_group=facts.group_id, port=facts.port
     )
 
 
@@ -588,11 +707,12 @@ def _outcome(
             error_code=stop.error_code,
             vpc_security_group=stop.vpc_security_group,
             port=stop.port,
+            account=request.account if context.member_event else None,
         )
         return decision, False
     if target is None:
         raise AssertionError("a target the policy does not have always decides")
-    grant = _grant(group, request, target)
+    grant = _grant(context, group, target)
     if stop is None:
         return grant, False
     if stop.verdict is Verdict.PENDING:
@@ -610,8 +730,11 @@ def _outcome(
     return denied, False
 
 
-def _grant(group: SecurityGroupFacts, request: TagRequest, target: Target) -> Grant:
+def _grant(context: _Context, group: SecurityGroupFacts, target: Target) -> Grant:
+    request = context.request
+    account = request.account if context.member_event else None
     if target.vpc is None:
+        # A member's group: its owner (the member) is the EC2SecurityGroupOwnerId.
         return Grant(
             event_id=request.event_id,
             target=target.name,
@@ -619,8 +742,10 @@ def _grant(group: SecurityGroupFacts, request: TagRequest, target: Target) -> Gr
             group_id=group.group_id,
             group_name=group.group_name,
             owner_id=group.owner_id,
+            account=account,
         )
-    # The same-vpc check held, so the cache's facts were read, and are in the group's VPC.
+    # The same-vpc check held, so the cache's facts were read, and are in the group's VPC or
+    # one peered with it.
     cache = group.destinations.get(target.vpc)
     if not isinstance(cache, VpcCacheFacts):
         raise TypeError("a VPC grant without the cache's facts")
@@ -635,7 +760,16 @@ def _grant(group: SecurityGroupFacts, request: TagRequest, target: Target) -> Gr
         port=cache.port,
         cache=target.vpc.cache,
         cross_account=group.owner_id != cache.owner_id,
+        account=account,
+        peering=_peering(group, cache.vpc_id),
     )
+
+
+def _peering(group: SecurityGroupFacts, cache_vpc: str | None) -> str | None:
+    """The peering connection a grant crosses: None within the cache's own VPC."""
+    if cache_vpc is None or cache_vpc == group.vpc_id:
+        return None
+    return group.peerings.get(cache_vpc)
 
 
 def _decision(
@@ -652,6 +786,7 @@ def _decision(
     error_code: str | None = None,
     vpc_security_group: str | None = None,
     port: int | None = None,
+    account: str | None = None,
 ) -> Decision:
     if destination is not None and destination.kind is TargetKind.VPC_SECURITY_GROUP:
         vpc_security_group = vpc_security_group or destination.identifier
@@ -671,6 +806,7 @@ def _decision(
         vpc_security_group=vpc_security_group,
         port=port,
         cache=destination.cache if destination is not None else None,
+        account=account,
     )
 
 

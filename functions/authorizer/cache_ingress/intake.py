@@ -103,6 +103,7 @@ def _tag_change(
         _mapping(detail["tags"], "event.detail.tags")
     resources = _list(envelope.get("resources"), "event.resources")
     group_ids = []
+    accounts: list[tuple[str, str | None]] = []
     for index, resource in enumerate(resources):
         where = f"event.resources[{index}]"
         if not isinstance(resource, str):
@@ -113,9 +114,12 @@ def _tag_change(
                 f"{where} is not an EC2 security-group ARN: {resource[:120]!r}"
             )
         group_ids.append(_group_id(match["id"], where))
+        accounts.append((f"the ARN of {match['id'][:24]}", match["account"]))
     if not group_ids:
         raise MalformedEventError("event.resources names no security group")
-    return TagRequest(group_ids=_unique(group_ids), **common)
+    return TagRequest(
+        group_ids=_unique(group_ids), other_accounts=_others(accounts, common), **common
+    )
 
 
 def _cloudtrail(detail: Mapping[str, Any], common: dict[str, Any]) -> TagRequest | Ignored:
@@ -130,11 +134,16 @@ def _cloudtrail(detail: Mapping[str, Any], common: dict[str, Any]) -> TagRequest
         )
     if not call.group_ids:
         return _ignored(common, f"{event_name} named no security group")
+    claimed = (
+        ("CloudTrail's recipientAccountId", call.account),
+        ("CloudTrail's userIdentity.accountId", call.caller_account),
+    )
     return TagRequest(
         group_ids=_unique(list(call.group_ids)),
         principal=call.principal,
         event_name=event_name,
         trail=call,
+        other_accounts=_others(claimed, common),
         **common,
     )
 
@@ -148,10 +157,11 @@ def read_trail_call(detail: Mapping[str, Any], where: str) -> TrailCall:
     Raises MalformedEventError naming the field.
     """
     event_name = _string(detail, "eventName", where)
-    principal = None
+    principal = caller_account = None
     if "userIdentity" in detail:
         identity = _mapping(detail["userIdentity"], f"{where}.userIdentity")
         principal = _optional_string(identity, "arn", f"{where}.userIdentity")
+        caller_account = _optional_string(identity, "accountId", f"{where}.userIdentity")
     call = TrailCall(
         event_id=_optional_string(detail, "eventID", where),
         event_name=event_name,
@@ -161,6 +171,7 @@ def read_trail_call(detail: Mapping[str, Any], where: str) -> TrailCall:
         region=_optional_string(detail, "awsRegion", where),
         account=_optional_string(detail, "recipientAccountId", where),
         event_time=_optional_string(detail, "eventTime", where),
+        caller_account=caller_account,
     )
     if detail.get("errorCode") is not None:
         return replace(call, error_code=str(detail["errorCode"]))
@@ -237,6 +248,17 @@ def _tags(items: object, where: str) -> tuple[tuple[str, str], ...]:
         value = _optional_string(tag, "value", item_where)
         tags.append((_string(tag, "key", item_where), value or ""))
     return tuple(tags)
+
+
+def _others(
+    claimed: Iterable[tuple[str, str | None]], common: Mapping[str, Any]
+) -> tuple[tuple[str, str], ...]:
+    """Where the event names an account other than its own `account` (rule
+    account-agreement), in order, once each."""
+    own = common["account"]
+    return tuple(
+        dict.fromkeys((where, account) for where, account in claimed if account and account != own)
+    )
 
 
 def _group_id(value: str, where: str) -> str:

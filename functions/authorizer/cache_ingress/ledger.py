@@ -524,6 +524,9 @@ def _grant_fields(grant: Grant) -> Item:
         fields["port"] = {"N": str(grant.port)}
     if grant.cache is not None:
         fields["cache"] = _s(grant.cache)
+    if grant.account is not None:
+        # A member account's grant (docs/multi-account.md): its group is read there.
+        fields["account"] = _s(grant.account)
     return fields
 
 
@@ -546,6 +549,7 @@ def entry_from_item(item: Mapping[str, Any]) -> Entry:
         port=int(port["N"]) if isinstance(port, Mapping) else None,
         cache=_text(item, "cache"),
         cross_account=bool(item.get("cross_account", {}).get("BOOL", False)),
+        account=_text(item, "account"),
     )
     ownership = _text(item, "ownership")
     return Entry(

@@ -109,9 +109,10 @@ class TrailCall:
     request_tags: tuple[tuple[str, str], ...] = ()
     event_source: str | None = None
     region: str | None = None
-    account: str | None = None
+    account: str | None = None  # recipientAccountId: the account the call was made in
     event_time: str | None = None
     error_code: str | None = None
+    caller_account: str | None = None  # userIdentity.accountId: the caller's account
 
     def requested_values(self, key: str) -> tuple[str, ...]:
         """Every value this call gave the tag `key` (usually one; none if it did not set it)."""
@@ -138,6 +139,10 @@ class TagRequest:
     replay_name: str | None = None
     trail: TrailCall | None = None
     replayed: bool = False
+    # Where the event names an account other than `account`, as (where, account): a resource
+    # ARN's account, CloudTrail's recipientAccountId or userIdentity.accountId. Any denies
+    # the event's groups (rule account-agreement).
+    other_accounts: tuple[tuple[str, str], ...] = ()
 
 
 class ProvenanceStatus(StrEnum):
@@ -178,6 +183,12 @@ class SecurityGroupFacts:
     # The VPC destinations this group's tag names, as they are now: looked up by an adapter
     # before the decision (the decision itself never calls AWS). Empty for classic targets.
     destinations: Mapping[VpcDestination, DestinationFacts] = field(default_factory=dict)
+    # The account whose credentials read the group: a member's, as STS named its read role's
+    # session; None for the function's own.
+    read_account: str | None = None
+    # The active peering connection (its id) from the group's VPC to each cache VPC, for the
+    # VPC targets whose policy admits peered VPCs: looked up before the decision too.
+    peerings: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +213,10 @@ class Grant:
     # The group belongs to another account than the cache's group (a shared VPC), so the
     # rule must name its owner.
     cross_account: bool = False
+    # The member account the event came from (None: the function's own account), and the
+    # peering connection a VPC grant crosses (None: the cache's own VPC). Not in the key.
+    account: str | None = None
+    peering: str | None = None
 
     @property
     def is_vpc(self) -> bool:
@@ -233,6 +248,8 @@ class Grant:
             vpc_security_group=self.vpc_security_group,
             port=self.port,
             cache=self.cache,
+            account=self.account,
+            peering=self.peering,
         )
 
     def idempotency_data(self) -> dict[str, str | int | bool]:
@@ -292,6 +309,8 @@ class Decision:
     vpc_security_group: str | None = None
     port: int | None = None
     cache: str | None = None
+    account: str | None = None  # a member account's event (None: the function's own)
+    peering: str | None = None  # the peering connection a VPC grant crosses
 
     def as_log_fields(self) -> dict[str, Any]:
         # Every field is a scalar: a shallow read is asdict() without its deep copies.

@@ -23,6 +23,7 @@ never be decided by a reading of the policy of its own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -191,6 +192,7 @@ def reason_now(
     *,
     account_id: str,
     region: str,
+    members: Callable[[str], bool] | None = None,
 ) -> Reason:
     """Whether the pair of `entry` is still allowed, and into the same rule, now.
 
@@ -210,6 +212,7 @@ def reason_now(
         policy,
         account_id=account_id,
         region=region,
+        members=members,
     )
     for grant in plan.grants:
         if grant.target == target:
@@ -279,7 +282,8 @@ def _asking_for(entry: Entry, tag_key: str, account_id: str, region: str) -> Tag
         event_id=entry.grant.event_id,
         source=source,
         detail_type=detail_type,
-        account=account_id,
+        # A member account's grant was asked for in that account (docs/multi-account.md).
+        account=entry.grant.account or account_id,
         region=region,
         group_ids=(group_id,),
         principal=principal,

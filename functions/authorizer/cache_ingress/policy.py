@@ -19,6 +19,8 @@ Reference (the README repeats it for reviewers)::
         replication_group: sessions-redis          # its VPC security group and port are
         # cache_cluster: legacy-memcached          # looked up through ElastiCache, or given:
         # vpc_security_group: {group_id: sg-0123456789abcdef0, port: 6379}
+        allow:
+          peered_vpcs: true         # optional, VPC targets; also VPCs peered with the cache's
 
 A target names exactly one destination: `cache_security_group` is the classic kind (clusters
 outside a VPC); `replication_group`, `cache_cluster` and `vpc_security_group` are VPC kinds,
@@ -84,6 +86,9 @@ class Allow:
     owner_accounts: tuple[str, ...] | None = None
     required_tags: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     principals: tuple[str, ...] | None = None
+    # VPC targets: also groups of a VPC peered with the cache's (an active peering connection
+    # in the region); off, only the cache's own VPC (shared with members, or not).
+    peered_vpcs: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,9 +331,9 @@ def _target(name: object, raw: object, problems: _Problems) -> Target | None:
         problems.add((*where, "region"), "must be an AWS region such as us-east-1")
     revoke = _revoke(body.get("revoke", False), (*where, "revoke"), problems)
     allow = _allow(body.get("allow", {}), (*where, "allow"), problems)
-    if (cache_group is None and vpc is None) or revoke is None:
+    if not _peering_fits(allow, cache_group, where, problems) or revoke is None:
         return None
-    if allow is None or not isinstance(name, str):
+    if (cache_group is None and vpc is None) or allow is None or not isinstance(name, str):
         return None
     if region is not None and not isinstance(region, str):
         return None
@@ -341,6 +346,21 @@ def _target(name: object, raw: object, problems: _Problems) -> Target | None:
         vpc=vpc,
         revoke=revoke,
     )
+
+
+def _peering_fits(
+    allow: Allow | None, cache_group: str | None, where: Path, problems: _Problems
+) -> bool:
+    """`allow.peered_vpcs` is for VPC targets: a classic cache security group admits
+    groups by owner and name, never through a VPC."""
+    if allow is None or not allow.peered_vpcs or cache_group is None:
+        return True
+    problems.add(
+        (*where, "allow", "peered_vpcs"),
+        "applies to VPC targets only: a cache security group admits groups by owner and "
+        "name, not through a VPC",
+    )
+    return False
 
 
 def _revoke(raw: object, where: Path, problems: _Problems) -> bool | None:
@@ -402,11 +422,18 @@ def _vpc_destination(
 
 def _allow(raw: object, where: Path, problems: _Problems) -> Allow | None:
     body = _object(
-        raw, where, problems, optional=frozenset({"owner_accounts", "required_tags", "principals"})
+        raw,
+        where,
+        problems,
+        optional=frozenset({"owner_accounts", "required_tags", "principals", "peered_vpcs"}),
     )
     if body is None:
         return None
     valid = True
+    peered_vpcs = body.get("peered_vpcs", False)
+    if not isinstance(peered_vpcs, bool):
+        problems.add((*where, "peered_vpcs"), "must be true or false")
+        valid = False
     owners = None
     if "owner_accounts" in body:
         owners = _strings(body["owner_accounts"], (*where, "owner_accounts"), problems)
@@ -432,7 +459,12 @@ def _allow(raw: object, where: Path, problems: _Problems) -> Allow | None:
     )
     if not valid or required_tags is None:
         return None
-    return Allow(owner_accounts=owners, required_tags=required_tags, principals=principals)
+    return Allow(
+        owner_accounts=owners,
+        required_tags=required_tags,
+        principals=principals,
+        peered_vpcs=bool(peered_vpcs),
+    )
 
 
 def _required_tags(

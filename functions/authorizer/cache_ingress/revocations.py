@@ -66,6 +66,8 @@ KEY_PREFIX = "cache-ingress.revoke"
 # The groups as they are now, each with the VPC caches its tag names under the policy given
 # (the one the entries are judged by).
 DescribeGroups = Callable[[Sequence[str], "Policy"], Mapping[str, SecurityGroupFacts]]
+# A member account's groups, read through its read role (docs/multi-account.md).
+DescribeMemberGroups = Callable[[str, Sequence[str], "Policy"], Mapping[str, SecurityGroupFacts]]
 # The AWS revocation of one rule: True if it was revoked now, False if it was gone already.
 RevokeRule = Callable[[Grant, str | None], bool]
 
@@ -92,7 +94,15 @@ class Revoker:
         region: str,
         find_rule: FindRule | None = None,
         description: Callable[[Grant], str] | None = None,
+        members: Callable[[str], bool] | None = None,
+        describe_member_groups: DescribeMemberGroups | None = None,
     ) -> None:
+        """`members` and `describe_member_groups`: in a stack that serves member accounts
+        (docs/multi-account.md), which accounts are members, and a member's groups read
+        through its read role. A member's entry is judged only on its group read there:
+        without the reader, it is reported, never revoked."""
+        self._members = members
+        self._describe_member = describe_member_groups
         self._ledger = ledger
         self._revoke_rule = revoke_rule
         self._describe = describe_groups
@@ -145,7 +155,7 @@ class Revoker:
         if not candidates:
             return []
         try:
-            self._know_groups(judging, {e.grant.group_id for e in candidates}, policy)
+            self._know_groups(judging, candidates, policy)
             self._know_holds(judging, {e.pair for e in candidates})
         except AwsCallError as exc:
             return [_failed(entry, exc) for entry in candidates]
@@ -184,6 +194,15 @@ class Revoker:
     # --- judging ------------------------------------------------------------------------
 
     def _judge(self, entry: Entry, judging: Judging, policy: Policy) -> Reason:
+        if entry.grant.group_id not in judging.groups:
+            # A member account's group, with no read role here: never judged gone unread.
+            return Reason(
+                False,
+                f"could not be judged: its group is member account {entry.grant.account}'s, "
+                "read only through that account's read role, which this reader has not",
+                failure=FailureKind.PERMANENT,
+                error_code="MemberNotRead",
+            )
         return reason_now(
             entry,
             judging.groups.get(entry.grant.group_id),
@@ -191,12 +210,24 @@ class Revoker:
             judging.holds.found.get(entry.pair),
             account_id=self._account_id,
             region=self._region,
+            members=self._members,
         )
 
-    def _know_groups(self, judging: Judging, group_ids: set[str], policy: Policy) -> None:
-        missing = sorted(group_ids - set(judging.groups))
-        if missing:
-            found = self._describe(missing, policy)
+    def _know_groups(self, judging: Judging, entries: Sequence[Entry], policy: Policy) -> None:
+        """Read the entries' groups not known yet, each in its own account (a member's
+        through its read role); a member's group is left unknown without its reader."""
+        by_account: dict[str | None, set[str]] = {}
+        for entry in entries:
+            if entry.grant.group_id not in judging.groups:
+                by_account.setdefault(entry.grant.account, set()).add(entry.grant.group_id)
+        for account, group_ids in by_account.items():
+            missing = sorted(group_ids)
+            if account is None or account == self._account_id:
+                found = self._describe(missing, policy)
+            elif self._describe_member is None:
+                continue
+            else:
+                found = self._describe_member(account, missing, policy)
             judging.groups.update({group_id: found.get(group_id) for group_id in missing})
 
     def _know_holds(self, judging: Judging, pairs: set[HoldKey]) -> None:
@@ -306,7 +337,7 @@ class Revoker:
                 transient=True,
             )
         owners = [o for o in others if o.owned]
-        self._know_groups(judging, {o.grant.group_id for o in owners}, policy)
+        self._know_groups(judging, owners, policy)
         self._know_holds(judging, {o.pair for o in owners})
         return owners
 

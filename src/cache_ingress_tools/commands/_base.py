@@ -65,8 +65,18 @@ def add_aws_arguments(parser: argparse.ArgumentParser | Any, *, stack_help: str)
 
 
 # The only operations a read-only command (`explain`, `plan`) may call: DynamoDB's reads of
-# the grant ledger (BatchGetItem, Query, Scan) with them.
-READ_OPERATIONS: Final = ("Describe", "Get", "List", "Lookup", "BatchGetItem", "Query", "Scan")
+# the grant ledger (BatchGetItem, Query, Scan) with them. AssumeRole changes nothing: it gives
+# a member account's read role (docs/multi-account.md), itself read-only.
+READ_OPERATIONS: Final = (
+    "Describe",
+    "Get",
+    "List",
+    "Lookup",
+    "BatchGetItem",
+    "Query",
+    "Scan",
+    "AssumeRole",
+)
 
 
 class WriteRefusedError(RuntimeError):
@@ -143,6 +153,31 @@ class Connection:
         if self.read_only:
             client.meta.events.register("before-call", refuse_writes)
         return client
+
+    def assumed_client(self, service: str, config: Any, credentials: Any) -> Any:
+        """A client acting with a member account's assumed credentials (`Clients.assumed`),
+        to the same endpoint, read-only if this connection is."""
+        from botocore.config import Config  # noqa: PLC0415
+
+        pool = Config(max_pool_connections=self.pool_size)
+        client = self.session.client(
+            service,
+            endpoint_url=self.endpoint_for(service),
+            config=pool.merge(config) if config is not None else pool,
+            aws_access_key_id=credentials.access_key_id,
+            aws_secret_access_key=credentials.secret_access_key,
+            aws_session_token=credentials.session_token,
+        )
+        if self.read_only:
+            client.meta.events.register("before-call", refuse_writes)
+        return client
+
+    def function_clients(self, region: str) -> Any:
+        """The function's `Clients` for a command: every client, the member accounts'
+        too, made by this connection."""
+        from cache_ingress.aws import Clients  # noqa: PLC0415
+
+        return Clients(region, factory=self.client, assumed_factory=self.assumed_client)
 
     def endpoint_for(self, _service: str) -> str | None:
         """Where calls to a service go: --endpoint-url, or AWS's own endpoint."""
@@ -254,7 +289,9 @@ def function_environment(
     environment, then the stack (--stack-name: outputs `IdempotencyTableName` and
     `LedgerTableName`, parameters `PolicyParameterName` and `TagKey`), so that a stack whose
     policy lives in SSM is run with that policy, not the one bundled here. The account, when
-    none is given, is the credentials' own.
+    none is given, is the credentials' own. A stack that serves member accounts gives their
+    settings too (parameters `MemberAccountIds`, `MemberOrganizationId`,
+    `MemberReadRoleName`, output `MemberExternalId`), unless MEMBER_ROLE_NAME is set here.
     """
     stack_name = getattr(arguments, "stack_name", None)
     outputs = connection.stack_outputs(stack_name) if stack_name else {}
@@ -273,7 +310,28 @@ def function_environment(
             environment[name] = str(value)
     if not environment.get("ACCOUNT_ID", "").strip():
         environment["ACCOUNT_ID"] = connection.account_id()
+    if not environ.get("MEMBER_ROLE_NAME", "").strip():
+        environment.update(_member_environment(parameters, outputs, connection.region))
     return environment
+
+
+def _member_environment(
+    parameters: Mapping[str, str], outputs: Mapping[str, str], region: str
+) -> dict[str, str]:
+    """The member settings the stack gives its functions (template.yaml): none unless it
+    serves member accounts (docs/multi-account.md)."""
+    accounts = parameters.get("MemberAccountIds", "").strip()
+    organization = parameters.get("MemberOrganizationId", "").strip()
+    external_id = outputs.get("MemberExternalId", "").strip()
+    if not (accounts or organization) or not external_id:
+        return {}
+    role = parameters.get("MemberReadRoleName", "").strip() or "cache-ingress-read"
+    return {
+        "MEMBER_ROLE_NAME": f"{role}-{region}",
+        "MEMBER_EXTERNAL_ID": external_id,
+        "MEMBER_ACCOUNTS": accounts,
+        "MEMBER_ORGANIZATION": organization,
+    }
 
 
 def add_ledger_arguments(group: argparse.ArgumentParser | Any) -> None:

@@ -19,7 +19,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 
 import yaml
 
@@ -32,6 +32,7 @@ from cache_ingress_tools.commands import COMMANDS
 from cache_ingress_tools.commands._base import UsageError, function_output_to
 from cache_ingress_tools.emulator.scenario import (
     DEFAULT_SCENARIO,
+    MEMBER_SCENARIO,
     Scenario,
     ScenarioError,
     load_scenario,
@@ -50,6 +51,10 @@ from cache_ingress_tools.local_invoke import (
 from cache_ingress_tools.local_invoke.run import parse_log_lines
 from cache_ingress_tools.replay import DeadLetterQueue, LocalReplayer, ReplayOptions, replay
 
+if TYPE_CHECKING:
+    from cache_ingress_tools.emulator.organization import MemberWorld
+    from cache_ingress_tools.emulator.scenario import SeededWorld
+
 EXIT_OK: Final = 0
 EXIT_UNEXPECTED: Final = 1
 
@@ -64,8 +69,10 @@ def register(subparsers: Any) -> None:
             "denies is refused (and which rule says so), a failure lands in the dead-letter "
             "queue, and the operator replays it once the cause is fixed; then, with revoke: "
             "true, removing a tag revokes the function's own grant and the grant ledger says "
-            "who asked for it and why it went. Exit status 0 only if every step had its "
-            "expected outcome."
+            "who asked for it and why it went. Then, with the member scenario, a member "
+            "account's tag is forwarded to the cache account and granted there, and a member's "
+            "event naming another member's group is denied. Exit status 0 only if every step "
+            "had its expected outcome."
         ),
     )
     parser.add_argument(
@@ -83,6 +90,12 @@ class DemoSession:
     out: IO[str]
     verbose: bool = False
     results: list[StepOutcome] = field(default_factory=list)
+    world: SeededWorld | None = None
+
+    def target_world_members(self) -> MemberWorld:
+        if self.world is None or self.world.members is None:
+            raise EmulatorError("the member steps need the member scenario's embedded AWS")
+        return self.world.members
 
     @property
     def scenario(self) -> Scenario:
@@ -355,6 +368,104 @@ def _local_authorizer(target: Target, **environment: str) -> Authorizer:
     return build_authorizer(settings, clients)
 
 
+# --- member accounts (docs/multi-account.md) --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MemberStep:
+    """A member account's event: emitted on the member's default bus, forwarded by its
+    member stack's rule to the cache account's bus, delivered by the cache stack's rule to
+    the function, and decided there."""
+
+    title: str
+    event_file: str
+    check: Callable[[InvocationResult], list[str]]
+    result_line: Callable[[InvocationResult], str]
+    shows_ledger: bool = False
+
+    def run(self, session: DemoSession) -> StepOutcome:
+        from cache_ingress_tools.emulator import event_buses  # noqa: PLC0415
+
+        event = json.loads((session.root / "events" / self.event_file).read_text("utf-8"))
+        scenario = session.scenario
+        members = session.target_world_members()
+        event_buses.emit(str(event["account"]), scenario.region, event)
+        delivered = event_buses.delivered(members.function_arn)
+        lines = [
+            f"event     {describe_event(event, scenario)}",
+            f"          (events/{self.event_file}), in member account {event['account']}",
+            f"forwarded member {event['account']}'s rule -> bus {members.bus_arn.split('/')[-1]} "
+            f"of account {scenario.account_id} -> IngressFunction "
+            f"({len(delivered)} event delivered)",
+        ]
+        if delivered != [event]:
+            problem = f"the cache account's function received {len(delivered)} event(s), not 1"
+            return StepOutcome(self.title, tuple(lines), (problem,))
+        result = invoke(event, session.target, template_path=session.root / "template.yaml")
+        lines += [
+            *(f"decision  {text}" for text in _decisions(result)),
+            f"result    {self.result_line(result)}",
+        ]
+        problems = self.check(result)
+        if self.shows_ledger:
+            problems += _member_ledger(session, event, lines)
+        return StepOutcome(self.title, tuple(lines), tuple(problems), result.log_lines)
+
+
+def _member_ledger(session: DemoSession, event: Any, lines: list[str]) -> list[str]:
+    """The ledger entry of the member's grant, with its account; the problems if none."""
+    table = session.scenario.ledger_table
+    group_id = str(event["resources"][0]).rsplit("/", 1)[-1]
+    if table is None:
+        return ["the member scenario has no ledger table"]
+    entries = list(Ledger(session.target.client("dynamodb"), table).entries(group_id=group_id))
+    for entry in entries:
+        lines.append(
+            f"ledger    {entry.grant.group_name} of account {entry.grant.account} into "
+            f"{entry.grant.cache_security_group}: {entry.status}, made at {entry.recorded_at} "
+            f"by event {entry.grant.event_id}"
+        )
+    if [e.grant.account for e in entries] != [event["account"]]:
+        return [f"the ledger holds {len(entries)} entries for {group_id}, expected one"]
+    return []
+
+
+def _member_authorized_result(result: InvocationResult) -> str:
+    added = [
+        f"{name} (account {result.target.scenario.account_id}) now admits "
+        + ", ".join(f"{i.ec2_security_group_name} of account {i.owner_id}" for i in pairs)
+        for name, pairs in result.new_ingress().items()
+        if pairs
+    ]
+    return "; ".join(added) or "no cache security group changed"
+
+
+def _member_authorized_check(result: InvocationResult) -> list[str]:
+    problems = _authorized_check(result)
+    event_account = result.event.get("account") if isinstance(result.event, dict) else None
+    owners = {i.owner_id for pairs in result.new_ingress().values() for i in pairs}
+    if owners != {event_account}:
+        problems.append(f"the ingress names owner(s) {sorted(owners)}, not {event_account}")
+    return problems
+
+
+MEMBER_STEPS: Final[tuple[MemberStep, ...]] = (
+    MemberStep(
+        "A member account's tag is granted in the cache account, read through its role",
+        "member-tag-change-authorized.json",
+        _member_authorized_check,
+        _member_authorized_result,
+        shows_ledger=True,
+    ),
+    MemberStep(
+        "A member's event naming another member's group is denied before anything is read",
+        "member-tag-change-account-mismatch.json",
+        _denied_check,
+        _unchanged_result,
+    ),
+)
+
+
 # --- running and printing ---------------------------------------------------------------
 
 
@@ -377,6 +488,15 @@ def run(arguments: argparse.Namespace, stdout: IO[str] | None = None) -> int:
                 outcome = last_step(session)
                 if outcome is not None:
                     _report(session, outcome)
+        # Member accounts: a second embedded AWS (one runs per process), serving a cache
+        # account and two members, with both templates deployed.
+        if MEMBER_STEPS:
+            with EmbeddedAws(load_scenario(MEMBER_SCENARIO), port=0) as aws:
+                session.target = embedded_target(aws, "embedded, member scenario")
+                session.world = aws.world
+                _member_header(session)
+                for member_step in MEMBER_STEPS:
+                    _report(session, member_step.run(session))
     except (LocalInvokeError, TemplateError, ScenarioError, EmulatorError, OSError) as exc:
         return UsageError(str(exc)).report("demo")
     return _footer(session)
@@ -388,6 +508,16 @@ def _header(session: DemoSession) -> None:
         "cache-ingress demo: the real function and the bundled policy, on an embedded AWS\n"
         f"  {session.target.endpoint_url}, account {scenario.account_id}, {scenario.region}\n"
         f"  cache security groups: {', '.join(scenario.cache_security_groups)}\n"
+    )
+
+
+def _member_header(session: DemoSession) -> None:
+    scenario = session.scenario
+    members = ", ".join(m.account_id for m in scenario.member_accounts)
+    session.out.write(
+        "\nMember accounts (docs/multi-account.md), on a second embedded AWS\n"
+        f"  cache account {scenario.account_id} (template.yaml: its bus and rules); members "
+        f"{members}\n  (member.yaml: forwarding rules, read role) of {scenario.organization}\n"
     )
 
 

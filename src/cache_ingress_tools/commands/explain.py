@@ -82,6 +82,12 @@ def register(subparsers: Any) -> None:
         help="decide this event (an EventBridge event, or a dead-letter record)",
     )
     parser.add_argument(
+        "--member-account",
+        metavar="ACCOUNT",
+        help="the group is of this member account: read through its read role "
+        "(docs/multi-account.md); default: the function's own account",
+    )
+    parser.add_argument(
         "--replayed",
         action="store_true",
         help="with --event: decide it as a replay (its principal checked with CloudTrail)",
@@ -178,7 +184,6 @@ def _policy_shown(description: str) -> str:
 
 def _readers(settings: Settings, connection: Connection) -> tuple[Readers, Any]:
     """The function's own adapters and policy source, with this command's read-only clients."""
-    from cache_ingress.aws import Clients  # noqa: PLC0415
     from cache_ingress.granted_state import (  # noqa: PLC0415
         GrantedView,
         read_cache_security_group,
@@ -187,14 +192,18 @@ def _readers(settings: Settings, connection: Connection) -> tuple[Readers, Any]:
     from cache_ingress.wiring import (  # noqa: PLC0415
         build_destination_resolver,
         build_group_describer,
+        build_member_accounts,
+        build_member_group_describer,
+        build_peering_reader,
         build_policy_source,
         build_principal_verifier,
         build_revoker,
     )
     from cache_ingress_tools.explanation import Readers  # noqa: PLC0415
 
-    clients = Clients(settings.region, factory=connection.client)
+    clients = connection.function_clients(settings.region)
     describe = build_group_describer(settings, clients)
+    member_accounts = build_member_accounts(settings, clients)
     ledger = revoker = None
     if settings.ledger_table is not None:
         from cache_ingress.ledger import Ledger  # noqa: PLC0415
@@ -205,11 +214,18 @@ def _readers(settings: Settings, connection: Connection) -> tuple[Readers, Any]:
     readers = Readers(
         describe=describe,
         resolve=build_destination_resolver(settings, clients, describe),
-        verify_principal=build_principal_verifier(clients),
+        verify_principal=build_principal_verifier(clients, member_accounts),
         granted=GrantedView(
             lambda name: read_cache_security_group(clients.get("elasticache"), name),
             lambda ids: read_ingress_rules(clients.get("ec2"), ids),
         ),
+        members=settings.members.admits if settings.members is not None else None,
+        describe_member=(
+            build_member_group_describer(settings, member_accounts)
+            if member_accounts is not None
+            else None
+        ),
+        peerings=build_peering_reader(clients),
         ledger=ledger,
         revoker=revoker,
     )
@@ -253,10 +269,22 @@ def _question(
         )
         return _Question(replace(parsed, replayed=replayed), f"{arguments.event}: {kind}")
     group_id = arguments.group
-    tag_value = _current_tag(readers, group_id, policy.tag_key) if arguments.principal else None
+    account = arguments.member_account or settings.account_id
+    if account != settings.account_id and (
+        settings.members is None or not settings.members.admits(account)
+    ):
+        raise UsageError(
+            f"--member-account {account}: not a member account of this stack (its "
+            "MemberAccountIds or MemberOrganizationId, or MEMBER_ACCOUNTS / MEMBER_ORGANIZATION)"
+        )
+    tag_value = (
+        _current_tag(readers, group_id, policy.tag_key, account, settings)
+        if arguments.principal
+        else None
+    )
     request = made_up_request(
         group_id,
-        account=settings.account_id,
+        account=account,
         region=settings.region,
         principal=arguments.principal,
         tag_key=policy.tag_key,
@@ -271,8 +299,14 @@ def _question(
     return _Question(request, note)
 
 
-def _current_tag(readers: Readers, group_id: str, tag_key: str) -> str | None:
-    group: SecurityGroupFacts | None = readers.describe([group_id]).get(group_id)
+def _current_tag(
+    readers: Readers, group_id: str, tag_key: str, account: str, settings: Settings
+) -> str | None:
+    if account == settings.account_id or readers.describe_member is None:
+        found = readers.describe([group_id])
+    else:
+        found = readers.describe_member(account, [group_id])
+    group: SecurityGroupFacts | None = found.get(group_id)
     return None if group is None else group.tags.get(tag_key)
 
 

@@ -35,6 +35,8 @@ PEEK_VISIBILITY_SECONDS = 120
 ERROR_CHARS = 240
 # The error goes last: it is the longest, and the one read in full.
 HEADERS = ("EVENT ID", "SOURCE", "GROUPS", "ORIGIN", "ATTEMPTS", "AGE", "ERROR")
+# Shown after SOURCE when a message comes from another account than the queue's (a member's).
+ACCOUNT_HEADER = "ACCOUNT"
 
 
 def register(subparsers: Any) -> None:
@@ -42,7 +44,8 @@ def register(subparsers: Any) -> None:
         "peek",
         help=COMMANDS["peek"].help,
         description=(
-            "List the messages in the dead-letter queue: event id, source, security groups, "
+            "List the messages in the dead-letter queue: event id, source, (when any comes "
+            "from a member account) the account, security groups, "
             "how each got there, the error, attempts and age. Messages are hidden while the "
             "queue is read and made visible again at once afterwards, also on Ctrl-C (exit "
             "status 130, with what was read so far). Reading increments each message's "
@@ -59,7 +62,7 @@ def run(arguments: argparse.Namespace, stdout: IO[str] | None = None) -> int:
     try:
         connection = Connection.from_arguments(arguments)
         queue = DeadLetterQueue(connection.client("sqs"), queue_url(arguments, connection))
-        connection.account_id()  # the credentials and the endpoint work, or say what to do
+        own_account = connection.account_id()  # the credentials and the endpoint work
     except CommandError as exc:
         return exc.report("peek")
     now = datetime.now(UTC)
@@ -82,7 +85,17 @@ def run(arguments: argparse.Namespace, stdout: IO[str] | None = None) -> int:
         for message in messages:
             write_json_line(out, message.as_dict(now))
     else:
-        out.write(render_table(HEADERS, [_row(m, now) for m in messages]))
+        rows = [_row(m, now) for m in messages]
+        accounts = [m.account if isinstance(m, DeadLetter) else None for m in messages]
+        if any(account not in (None, own_account) for account in accounts):
+            headers = (*HEADERS[:2], ACCOUNT_HEADER, *HEADERS[2:])
+            rows = [
+                [*row[:2], account or "-", *row[2:]]
+                for row, account in zip(rows, accounts, strict=True)
+            ]
+            out.write(render_table(headers, rows))
+        else:
+            out.write(render_table(HEADERS, rows))
         unrecognised = sum(isinstance(m, Unrecognised) for m in messages)
         out.write(f"{len(messages)} message(s), {unrecognised} unrecognised\n")
     if stop.is_set():

@@ -43,7 +43,7 @@ from cache_ingress_tools.commands._base import (
 
 if TYPE_CHECKING:
     from cache_ingress.policy import Policy
-    from cache_ingress.reconcile import GroupPage, Reconciler
+    from cache_ingress.reconcile import AccountsSweep, GroupPage, Reconciler
     from cache_ingress.settings import Settings
     from cache_ingress_tools.policy_plan import PairPlan, PolicyPlan
 
@@ -195,13 +195,12 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def _reconciler(
     arguments: argparse.Namespace, connection: Connection
-) -> tuple[Reconciler, Settings, str]:
+) -> tuple[Reconciler | AccountsSweep, Settings, str]:
     """The function's reconciler with read-only clients, its settings, and where the current
     policy comes from."""
-    from cache_ingress.aws import Clients  # noqa: PLC0415
     from cache_ingress.errors import SettingsError  # noqa: PLC0415
     from cache_ingress.settings import BUNDLED_POLICY, ReconcileOptions, Settings  # noqa: PLC0415
-    from cache_ingress.wiring import build_reconciler  # noqa: PLC0415
+    from cache_ingress.wiring import build_accounts_sweep, build_reconciler  # noqa: PLC0415
 
     # The function's settings as a command sees them; its policy is the current one.
     asked = argparse.Namespace(**vars(arguments))
@@ -221,8 +220,14 @@ def _reconciler(
         options = ReconcileOptions.from_environ(environment)
     except SettingsError as exc:
         raise PlanError(str(exc)) from exc
-    clients = Clients(settings.region, factory=connection.client)
-    reconciler = build_reconciler(settings, options, clients)
+    clients = connection.function_clients(settings.region)
+    # A stack that serves member accounts: its own groups and every member's, read through
+    # their roles (docs/multi-account.md).
+    reconciler: Reconciler | AccountsSweep = (
+        build_accounts_sweep(settings, options, clients)
+        if settings.members is not None
+        else build_reconciler(settings, options, clients)
+    )
     if settings.policy_parameter:
         source = f"ssm:{settings.policy_parameter}"
     else:
@@ -232,7 +237,7 @@ def _reconciler(
     return reconciler, settings, source
 
 
-def _current(reconciler: Reconciler, source: str) -> Policy:
+def _current(reconciler: Reconciler | AccountsSweep, source: str) -> Policy:
     from cache_ingress.errors import PolicyError  # noqa: PLC0415
 
     try:

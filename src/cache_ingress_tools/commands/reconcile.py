@@ -41,7 +41,7 @@ from cache_ingress_tools.commands._base import (
 )
 
 if TYPE_CHECKING:
-    from cache_ingress.reconcile import Reconciler
+    from cache_ingress.reconcile import AccountsSweep, Reconciler
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -132,6 +132,8 @@ def run(arguments: argparse.Namespace, stdout: IO[str] | None = None) -> int:
     else:
         out.write(_table([pair.as_fields() for pair in pairs]))
         out.write(_summary_line(report.summary(findings_limit=0)))
+        for account in report.summary(findings_limit=0).get("accounts", []):
+            out.write(_account_line(account))
     counts = report.counts()
     if counts[PairStatus.FAILED]:
         return EXIT_FAILED
@@ -142,7 +144,7 @@ def run(arguments: argparse.Namespace, stdout: IO[str] | None = None) -> int:
     return EXIT_OK
 
 
-def _reconciler(arguments: argparse.Namespace) -> Reconciler:
+def _reconciler(arguments: argparse.Namespace) -> Reconciler | AccountsSweep:
     """The function's reconciler with this command's clients and settings, once the settings,
     the credentials and the policy are known to work (else a usage error saying why).
     """
@@ -151,12 +153,12 @@ def _reconciler(arguments: argparse.Namespace) -> Reconciler:
     return build_for(arguments, connection)
 
 
-def build_for(arguments: argparse.Namespace, connection: Connection) -> Reconciler:
-    """The reconciler of these options on this connection (also `grants --check`'s)."""
-    from cache_ingress.aws import Clients  # noqa: PLC0415
+def build_for(arguments: argparse.Namespace, connection: Connection) -> Reconciler | AccountsSweep:
+    """The reconciler of these options on this connection (also `grants --check`'s): the
+    sweep across accounts in a stack that serves member accounts."""
     from cache_ingress.errors import PolicyError, SettingsError  # noqa: PLC0415
     from cache_ingress.settings import ReconcileOptions, Settings  # noqa: PLC0415
-    from cache_ingress.wiring import build_reconciler  # noqa: PLC0415
+    from cache_ingress.wiring import build_accounts_sweep, build_reconciler  # noqa: PLC0415
 
     environment = _environment(arguments, connection)
     try:
@@ -164,8 +166,12 @@ def build_for(arguments: argparse.Namespace, connection: Connection) -> Reconcil
         options = ReconcileOptions.from_environ(environment)
     except SettingsError as exc:
         raise UsageError(str(exc)) from exc
-    clients = Clients(settings.region, factory=connection.client)
-    reconciler = build_reconciler(settings, options, clients)
+    clients = connection.function_clients(settings.region)
+    reconciler: Reconciler | AccountsSweep = (
+        build_accounts_sweep(settings, options, clients)
+        if settings.members is not None
+        else build_reconciler(settings, options, clients)
+    )
     try:
         reconciler.policy()
     except PolicyError as exc:
@@ -221,6 +227,18 @@ def _destination(row: Mapping[str, Any]) -> str:
     if row.get("vpc_security_group"):
         return f"{row['vpc_security_group']}:{row.get('port', '?')}"
     return "-"
+
+
+def _account_line(account: Mapping[str, Any]) -> str:
+    """One account of a sweep across member accounts (docs/multi-account.md)."""
+    counts = account.get("counts") or {}
+    shown = ", ".join(f"{status} {count}" for status, count in counts.items() if count)
+    reason = f" ({account['reason']})" if account.get("reason") else ""
+    return (
+        f"account {account['account']}: {account['status']}{reason}; "
+        f"{account.get('groupsSeen', 0)} tagged group(s); {shown or 'no pairs'}; "
+        f"AssumeRole calls {account.get('assumeRoleCalls', 0)}\n"
+    )
 
 
 def _summary_line(summary: Mapping[str, Any]) -> str:

@@ -241,7 +241,6 @@ def local_replayer(
     is read once before any message is: one that cannot be read stops the run at once.
     """
     # Imported here: the function's code is needed by --local only.
-    from cache_ingress.aws import Clients  # noqa: PLC0415
     from cache_ingress.errors import PolicyError, SettingsError  # noqa: PLC0415
     from cache_ingress.settings import Settings  # noqa: PLC0415
     from cache_ingress.wiring import build_authorizer, build_policy_source  # noqa: PLC0415
@@ -261,7 +260,7 @@ def local_replayer(
         settings = Settings.from_environ(environment)
     except SettingsError as exc:
         raise UsageError(f"--local: {exc}") from exc
-    clients = Clients(settings.region, factory=connection.client)
+    clients = connection.function_clients(settings.region)
     try:
         build_policy_source(settings, clients).current()
     except PolicyError as exc:

@@ -39,8 +39,10 @@ from moto.elasticache.responses import ElastiCacheResponse
 from moto.utilities.utils import get_partition
 
 from cache_ingress_tools.emulator import (
+    accounts,
     atomic_writes,
     cloudtrail_history,
+    event_buses,
     security_group_paging,
     vpc_caches,
 )
@@ -468,8 +470,10 @@ def install() -> None:
     It installs the rest of the emulation too, so that every embedded AWS, the server's and
     the tests', is the same emulation: the VPC-cache gaps (:func:`vpc_caches.install`),
     atomic conditional writes (:func:`atomic_writes.install`), DescribeSecurityGroups
-    paging (:func:`security_group_paging.install`) and CloudTrail's event history of the
-    tagging calls (:func:`cloudtrail_history.install`).
+    paging (:func:`security_group_paging.install`), CloudTrail's event history of the
+    tagging calls (:func:`cloudtrail_history.install`), several accounts (STS trust and
+    cross-account group references, :func:`accounts.install`) and EventBridge across
+    accounts (:func:`event_buses.install`).
 
     Call it before ``mock_aws()`` starts or a ``ThreadedMotoServer`` serves in this process.
     Raises ``RuntimeError`` if moto has gained its own implementation of one of them, so
@@ -479,6 +483,8 @@ def install() -> None:
     atomic_writes.install()
     security_group_paging.install()
     cloudtrail_history.install()
+    accounts.install()
+    event_buses.install()
     with _LOCK:
         for method_name, handler in _HANDLERS.items():
             present = ElastiCacheResponse.__dict__.get(method_name)

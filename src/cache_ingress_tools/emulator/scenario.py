@@ -33,11 +33,27 @@ Reference (``default-scenario.yaml`` beside this file is a complete example)::
     idempotency_table: cache-ingress-idempotency   # required; DynamoDB table name
     ledger_table: cache-ingress-ledger             # optional; the grant ledger (none: no ledger)
     dead_letter_queue: cache-ingress-dlq           # required; SQS queue name
+    policy: member-policy.yaml        # optional; the function's policy here, relative to this
+                                      # file; default: the bundled one
+    organization: o-a1b2c3d4e5        # optional; the organization of every account here
+    member_accounts:                  # optional; accounts the function reads through their role
+      - account_id: "111122223333"    # required; quoted, 12 digits, not account_id
+        vpcs: []                      # optional; as above, in this account
+        security_groups: []           # optional; as above, in this account (ids unique overall)
+        peered_vpcs: [apps]           # optional; its vpcs peered with the cache account's
+                                      # default VPC (its own default VPC: `default`)
 
 Caches are created as AWS would hold them in a VPC: node type cache.t4g.micro, in a cache
 subnet group named ``caches`` on the default VPC's first subnet, so their security groups
 must be in the default VPC. Seeding them needs the VPC-cache emulation (``vpc_caches``),
 which the embedded AWS installs.
+
+With ``member_accounts`` (docs/multi-account.md), seeding deploys both stacks as they would
+be deployed: in the cache account the function roles, the event bus and the rules of
+``template.yaml`` (with ``MemberAccountIds`` and ``MemberOrganizationId`` from this file);
+in each member account its VPCs and groups, and the read role and forwarding rules of
+``member.yaml``. The cache account must then be the embedded AWS's own account
+(123456789012): moto answers as another account only for credentials of that account.
 
 Anything else is an error naming the file and the field, e.g.
 ``scenario my.yaml: security_groups[2].tags.env: must be a string, got bool (quote it)``.
@@ -48,11 +64,11 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from unittest import mock
 
 import yaml
@@ -60,7 +76,12 @@ import yaml
 from cache_ingress.ledger import TABLE_SHAPE as LEDGER_TABLE_SHAPE
 from cache_ingress.unique_yaml import UniqueKeyLoader
 
+if TYPE_CHECKING:
+    from cache_ingress_tools.emulator.organization import MemberWorld
+
 DEFAULT_SCENARIO = Path(__file__).with_name("default-scenario.yaml")
+# A cache account and two member accounts of one organization (docs/multi-account.md).
+MEMBER_SCENARIO = Path(__file__).with_name("member-scenario.yaml")
 _GROUP_ID = re.compile(r"sg-[0-9a-f]{8,17}")
 _ACCOUNT = re.compile(r"\d{12}")
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
@@ -99,9 +120,17 @@ _TOP_LEVEL_OPTIONAL = frozenset(
         "cache_security_groups",
         "replication_groups",
         "cache_clusters",
+        "organization",
+        "member_accounts",
+        "policy",
         "ledger_table",
     }
 )
+_MEMBER_REQUIRED = frozenset({"account_id"})
+_MEMBER_OPTIONAL = frozenset({"security_groups", "vpcs", "peered_vpcs"})
+_ORGANIZATION = re.compile(r"o-[a-z0-9]{10,32}")
+# moto's own account: the only one a request without its credentials is answered as.
+EMBEDDED_ACCOUNT: Final = "123456789012"
 _GROUP_REQUIRED = frozenset({"id", "name"})
 _GROUP_OPTIONAL = frozenset({"description", "tags", "vpc"})
 _VPC_REQUIRED = frozenset({"name", "cidr"})
@@ -158,6 +187,17 @@ class CacheClusterSeed:
 
 
 @dataclass(frozen=True, slots=True)
+class MemberAccountSeed:
+    """A member account: its own VPCs and security groups, and which of its VPCs are
+    peered with the cache account's default VPC (``default`` is its own default VPC)."""
+
+    account_id: str
+    security_groups: tuple[SecurityGroupSeed, ...] = ()
+    vpcs: tuple[VpcSeed, ...] = ()
+    peered_vpcs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     account_id: str
     region: str
@@ -168,11 +208,35 @@ class Scenario:
     vpcs: tuple[VpcSeed, ...] = ()
     replication_groups: tuple[ReplicationGroupSeed, ...] = ()
     cache_clusters: tuple[CacheClusterSeed, ...] = ()
+    organization: str | None = None
+    member_accounts: tuple[MemberAccountSeed, ...] = ()
+    policy: Path | None = None
+    """The policy the function is deployed with here, instead of the bundled one."""
     ledger_table: str | None = None
 
     def security_group(self, group_id: str) -> SecurityGroupSeed | None:
-        """The seeded group with this id, if the scenario has one."""
-        return next((g for g in self.security_groups if g.group_id == group_id), None)
+        """The seeded group with this id, if the scenario has one (in any account)."""
+        every = [g for m in self.member_accounts for g in m.security_groups]
+        return next((g for g in (*self.security_groups, *every) if g.group_id == group_id), None)
+
+    def account_of(self, group_id: str) -> str | None:
+        """The account a seeded group belongs to."""
+        if any(g.group_id == group_id for g in self.security_groups):
+            return self.account_id
+        for member in self.member_accounts:
+            if any(g.group_id == group_id for g in member.security_groups):
+                return member.account_id
+        return None
+
+    def stack_parameters(self) -> dict[str, str]:
+        """The cache stack's parameters that say which accounts are members (template.yaml),
+        as this scenario deploys it; empty for a single-account scenario."""
+        if not self.member_accounts:
+            return {}
+        return {
+            "MemberAccountIds": ",".join(m.account_id for m in self.member_accounts),
+            "MemberOrganizationId": self.organization or "",
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +249,8 @@ class SeededWorld:
     """The default VPC's id: the caches' and that of groups that name no ``vpc``."""
     vpc_ids: Mapping[str, str] = field(default_factory=dict)
     """The id moto drew for each of the scenario's ``vpcs``, by name."""
+    members: MemberWorld | None = None
+    """What seeding the member accounts made (None for a single-account scenario)."""
 
     def function_environment(self) -> dict[str, str]:
         environment = {
@@ -193,6 +259,10 @@ class SeededWorld:
             "IDEMPOTENCY_TABLE": self.scenario.idempotency_table,
             "DEAD_LETTER_QUEUE_URL": self.dead_letter_queue_url,
         }
+        if self.members is not None:
+            environment.update(self.members.function_environment())
+        if self.scenario.policy is not None:
+            environment["POLICY_FILE"] = str(self.scenario.policy)
         if self.scenario.ledger_table is not None:
             environment["LEDGER_TABLE"] = self.scenario.ledger_table
         return environment
@@ -209,12 +279,12 @@ def load_scenario(path: Path = DEFAULT_SCENARIO) -> Scenario:
     except yaml.YAMLError as exc:
         raise ScenarioError(f"scenario {path}: not valid YAML: {exc}") from None
     try:
-        return _scenario(document)
+        return _scenario(document, path.parent)
     except ScenarioError as exc:
         raise ScenarioError(f"scenario {path}: {exc}") from None
 
 
-def _scenario(document: object) -> Scenario:
+def _scenario(document: object, folder: Path) -> Scenario:
     if document is None:
         raise ScenarioError("(top level): the file is empty")
     root = _object(document, "(top level)", _TOP_LEVEL_REQUIRED, _TOP_LEVEL_OPTIONAL)
@@ -229,6 +299,15 @@ def _scenario(document: object) -> Scenario:
         root.get("security_groups", []), tuple(vpc.name for vpc in vpcs)
     )
     replication_groups = _replication_groups(root.get("replication_groups", []), security_groups)
+    members = _member_accounts(root.get("member_accounts", []), account, security_groups)
+    organization = root.get("organization")
+    if organization is not None and (
+        not isinstance(organization, str) or not _ORGANIZATION.fullmatch(organization)
+    ):
+        raise ScenarioError(
+            f"organization: must be an organization id such as o-a1b2c3d4e5, "
+            f"got {_shown(organization)}"
+        )
     return Scenario(
         account_id=account,
         region=region,
@@ -246,7 +325,70 @@ def _scenario(document: object) -> Scenario:
         cache_clusters=_cache_clusters(
             root.get("cache_clusters", []), security_groups, replication_groups
         ),
+        organization=organization,
+        member_accounts=members,
+        policy=_policy(root.get("policy"), folder),
     )
+
+
+def _policy(raw: object, folder: Path) -> Path | None:
+    """`policy`: a policy file, relative to the scenario's folder."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw:
+        raise ScenarioError(f"policy: must be a policy file's path, got {_shown(raw)}")
+    path = (folder / raw).resolve()
+    if not path.is_file():
+        raise ScenarioError(f"policy: no such file {raw!r} (relative to the scenario's folder)")
+    return path
+
+
+def _member_accounts(
+    raw: object, cache_account: str, cache_groups: tuple[SecurityGroupSeed, ...]
+) -> tuple[MemberAccountSeed, ...]:
+    members: list[MemberAccountSeed] = []
+    seen: dict[str, str] = {cache_account: "account_id"}
+    group_ids = {group.group_id: "security_groups" for group in cache_groups}
+    for index, item in enumerate(_list(raw, "member_accounts")):
+        where = f"member_accounts[{index}]"
+        entry = _object(item, where, _MEMBER_REQUIRED, _MEMBER_OPTIONAL)
+        account = entry["account_id"]
+        if not isinstance(account, str) or not _ACCOUNT.fullmatch(account):
+            raise ScenarioError(
+                f"{where}.account_id: must be a quoted 12-digit account id, got {_shown(account)}"
+            )
+        if account in seen:
+            raise ScenarioError(f"{where}.account_id: {account} is already {seen[account]}")
+        seen[account] = where
+        vpcs = _vpcs(entry.get("vpcs", []))
+        vpc_names = tuple(vpc.name for vpc in vpcs)
+        groups = _security_groups(entry.get("security_groups", []), vpc_names)
+        for group in groups:
+            # Ids are unique across accounts (EC2 draws them so), and events name groups by id.
+            if group.group_id in group_ids:
+                raise ScenarioError(
+                    f"{where}.security_groups: {group.group_id} is already in "
+                    f"{group_ids[group.group_id]}"
+                )
+            group_ids[group.group_id] = f"{where}.security_groups"
+        peered = []
+        for peer_index, name in enumerate(
+            _list(entry.get("peered_vpcs", []), f"{where}.peered_vpcs")
+        ):
+            if name != _RESERVED_VPC_NAME and name not in vpc_names:
+                raise ScenarioError(
+                    f"{where}.peered_vpcs[{peer_index}]: must be 'default' or one of this "
+                    f"account's vpcs ({', '.join(vpc_names) or 'none'}), got {_shown(name)}"
+                )
+            peered.append(name)
+        members.append(MemberAccountSeed(account, groups, vpcs, tuple(dict.fromkeys(peered))))
+    if members and cache_account != EMBEDDED_ACCOUNT:
+        raise ScenarioError(
+            f"account_id: a scenario with member_accounts must use account_id "
+            f"{EMBEDDED_ACCOUNT!r}, the embedded AWS's own account (it answers as a member "
+            "account only for that account's role credentials)"
+        )
+    return tuple(members)
 
 
 def _vpcs(raw: object) -> tuple[VpcSeed, ...]:
@@ -504,11 +646,20 @@ def _cache_groups(
     return tuple(ids)
 
 
-def seed(scenario: Scenario, clients: Mapping[str, Any]) -> SeededWorld:
+def seed(
+    scenario: Scenario,
+    clients: Mapping[str, Any],
+    *,
+    client_for: Callable[[str], Any] | None = None,
+) -> SeededWorld:
     """Create the scenario's resources through ordinary boto3 clients of the embedded AWS.
 
-    VPCs first, then security groups (caches name them), then the caches.
+    VPCs first, then security groups (caches name them), then the caches; then the member
+    accounts, which need `client_for(service)` for services beyond `clients` (IAM,
+    EventBridge) and the templates of the project (`organization.seed_members`).
     """
+    if scenario.member_accounts and client_for is None:
+        raise ScenarioError("seeding member_accounts needs a client_for(service) to make clients")
     ec2 = clients["ec2"]
     vpc_id = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0][
         "VpcId"
@@ -551,8 +702,24 @@ def seed(scenario: Scenario, clients: Mapping[str, Any]) -> SeededWorld:
     if scenario.ledger_table is not None:
         clients["dynamodb"].create_table(TableName=scenario.ledger_table, **LEDGER_TABLE_SHAPE)
     queue_url = clients["sqs"].create_queue(QueueName=scenario.dead_letter_queue)["QueueUrl"]
+    members = None
+    if scenario.member_accounts and client_for is not None:
+        from cache_ingress_tools.emulator.organization import seed_members  # noqa: PLC0415
+
+        members = seed_members(
+            scenario,
+            client_for,
+            cache_vpc_id=vpc_id,
+            function_queue_arn=(
+                f"arn:aws:sqs:{scenario.region}:{scenario.account_id}:{scenario.dead_letter_queue}"
+            ),
+        )
     return SeededWorld(
-        scenario=scenario, dead_letter_queue_url=queue_url, vpc_id=vpc_id, vpc_ids=vpc_ids
+        scenario=scenario,
+        dead_letter_queue_url=queue_url,
+        vpc_id=vpc_id,
+        vpc_ids=vpc_ids,
+        members=members,
     )
 
 

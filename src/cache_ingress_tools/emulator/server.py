@@ -153,7 +153,7 @@ class EmbeddedAws:
             _running.append(self)
         try:
             self._serve()
-            self._world = seed(self.scenario, self.clients())
+            self._world = seed(self.scenario, self.clients(), client_for=self.client)
         except BaseException:
             self.stop()
             raise
@@ -178,7 +178,7 @@ class EmbeddedAws:
         """Forget everything the run changed and seed the scenario again."""
         self._require_started()
         self._post_reset()
-        self._world = seed(self.scenario, self.clients())
+        self._world = seed(self.scenario, self.clients(), client_for=self.client)
         return self._world
 
     # --- what users of a running embedded AWS need --------------------------------------

@@ -143,6 +143,30 @@ class Target:
     def client(self, service: str) -> Any:
         return client_for(self.endpoint_url, self.scenario.region, service)
 
+    def function_credentials(self) -> dict[str, str]:
+        """The credentials the function runs with: the emulator's dummies, or, in a scenario
+        with member accounts (whose read roles trust only the function's execution role), a
+        session of that role, as Lambda gives it."""
+        if not self.scenario.member_accounts:
+            return {
+                "AWS_ACCESS_KEY_ID": DUMMY_CREDENTIALS["aws_access_key_id"],
+                "AWS_SECRET_ACCESS_KEY": DUMMY_CREDENTIALS["aws_secret_access_key"],
+            }
+        from cache_ingress_tools.emulator.organization import (  # noqa: PLC0415
+            FUNCTION_ROLES,
+            INGRESS_FUNCTION,
+        )
+
+        role = f"arn:aws:iam::{self.scenario.account_id}:role/{FUNCTION_ROLES[INGRESS_FUNCTION]}"
+        # The cache account is not one whose trust the emulator enforces: as Lambda, ask.
+        session = self.client("sts").assume_role(RoleArn=role, RoleSessionName=INGRESS_FUNCTION)
+        credentials = session["Credentials"]
+        return {
+            "AWS_ACCESS_KEY_ID": credentials["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
+            "AWS_SESSION_TOKEN": credentials["SessionToken"],
+        }
+
 
 def embedded_target(aws: EmbeddedAws, description: str) -> Target:
     """The target of an embedded AWS running in this process."""
@@ -189,7 +213,8 @@ def function_environment(
         function_template,
         logical_id,
         pseudo=sam_pseudo_parameters(scenario.account_id, scenario.region),
-        parameter_overrides=parameter_overrides,
+        # The member accounts the scenario deployed the stack for, unless overridden.
+        parameter_overrides={**scenario.stack_parameters(), **(parameter_overrides or {})},
         resource_refs=refs,
         resource_attributes=attributes,
     )
@@ -207,7 +232,10 @@ def function_environment(
     if ENDPOINT_VARIABLE not in declared:
         notes.append(f"the template does not declare {ENDPOINT_VARIABLE}; set here all the same")
     declared[ENDPOINT_VARIABLE] = target.endpoint_url
-    runtime = runtime_variables(function, scenario.region)
+    runtime = {**runtime_variables(function, scenario.region), **target.function_credentials()}
+    if scenario.policy is not None:
+        # The scenario's stack is deployed with its own policy, as if bundled by `sam build`.
+        runtime["POLICY_FILE"] = str(scenario.policy)
     # A Lambda has no AWS config files; the developer's must not change this run.
     no_config = {"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
     return function, {**runtime, **no_config, **declared}, tuple(notes)

@@ -122,7 +122,7 @@ def resolve_function(
     resource = resources.get(logical_id)
     if not isinstance(resource, Mapping) or resource.get("Type") != "AWS::Serverless::Function":
         raise TemplateError(f"template has no AWS::Serverless::Function {logical_id}")
-    resolver = _Resolver(
+    resolver = Resolver(
         template,
         pseudo=pseudo,
         parameter_overrides=parameter_overrides or {},
@@ -155,6 +155,25 @@ def resolve_function(
     )
 
 
+def template_resolver(
+    template: Mapping[str, Any],
+    *,
+    pseudo: Mapping[str, str],
+    parameter_overrides: Mapping[str, str] | None = None,
+    resource_refs: Mapping[str, str] | None = None,
+    resource_attributes: Mapping[tuple[str, str], str] | None = None,
+) -> Resolver:
+    """A resolver of any part of the template (`resolve_function` for one function's
+    settings): `value(node, where)` and `condition(name)`, with the same rules."""
+    return Resolver(
+        template,
+        pseudo=pseudo,
+        parameter_overrides=parameter_overrides or {},
+        resource_refs=resource_refs or {},
+        resource_attributes=resource_attributes or {},
+    )
+
+
 def parameter_values(
     template: Mapping[str, Any], overrides: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
@@ -162,7 +181,7 @@ def parameter_values(
     against the parameter's AllowedValues and AllowedPattern), else its default; a
     CommaDelimitedList as a list. Raises TemplateError for an override of no parameter.
     """
-    resolver = _Resolver(
+    resolver = Resolver(
         template,
         pseudo={},
         parameter_overrides=overrides or {},
@@ -181,7 +200,7 @@ def _stringify(value: Any) -> str:
     return str(value)
 
 
-class _Resolver:
+class Resolver:
     """Evaluates the intrinsic functions of one template."""
 
     _SUB_VARIABLE = re.compile(r"\$\{([^}]+)\}")
@@ -307,6 +326,10 @@ class _Resolver:
         condition, when_true, when_false = argument
         chosen = when_true if self._condition(condition, where) else when_false
         return self.value(chosen, where)
+
+    def condition(self, name: str) -> bool:
+        """Whether the template's condition `name` holds."""
+        return self._condition(name, f"Conditions.{name}")
 
     def _condition(self, name: str, where: str) -> bool:
         conditions = self._template.get("Conditions") or {}

@@ -21,7 +21,10 @@ The package, along its seams:
 - `cursor`: the resume token (DynamoDB adapter);
 - `report`: each pair's status and the run's summary;
 - `verdicts`: how a pair is judged from what the run has read;
-- `sweep`: the run itself, page by page, within its time.
+- `sweep`: the run itself, page by page, within its time;
+- `accounts`: in a stack that serves member accounts, its own account's sweep and then each
+  member's through its read role, each with its own resume token, within the run's time and
+  AssumeRole budget (docs/multi-account.md).
 
 Its options are parsed with the other settings (`cache_ingress.settings.ReconcileOptions`)
 and it is wired with the event path (`cache_ingress.wiring.build_reconciler`); both are
@@ -30,6 +33,7 @@ named here too, as are the parts the entry point and the operator's command use.
 
 from __future__ import annotations
 
+from cache_ingress.reconcile.accounts import AccountsSweep, AccountSweep, OrganizationReport
 from cache_ingress.reconcile.cursor import CURSOR_KEY, Cursor, CursorStore, StoredCursor
 from cache_ingress.reconcile.listing import GroupPage, tagged_group_page
 from cache_ingress.reconcile.report import PairResult, PairStatus, Report
@@ -41,14 +45,17 @@ from cache_ingress.reconcile.sweep import (
     new_run_id,
 )
 from cache_ingress.settings import ReconcileOptions
-from cache_ingress.wiring import build_reconciler, current_reconciler
+from cache_ingress.wiring import build_accounts_sweep, build_reconciler, current_reconciler
 
 __all__ = [
     "CURSOR_KEY",
+    "AccountSweep",
+    "AccountsSweep",
     "Budget",
     "Cursor",
     "CursorStore",
     "GroupPage",
+    "OrganizationReport",
     "PairResult",
     "PairStatus",
     "Preview",
@@ -57,6 +64,7 @@ __all__ = [
     "Reconciler",
     "Report",
     "StoredCursor",
+    "build_accounts_sweep",
     "build_reconciler",
     "current_reconciler",
     "new_run_id",

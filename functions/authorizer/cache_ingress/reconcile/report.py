@@ -70,6 +70,8 @@ class Report:
     pages: int = 0
     groups_seen: int = 0
     pairs: list[PairResult] = field(default_factory=list)
+    # The member account swept (docs/multi-account.md); None: the function's own.
+    account: str | None = None
     # Whether this run judged the ledger's open entries, and with what power.
     revocation_checked: bool = False
     enforce: bool = False
@@ -122,6 +124,7 @@ class Report:
             "grantedBeyondPolicy": self.granted_beyond_policy,
             "findings": [pair.as_fields() for pair in findings[:findings_limit]],
             "findingsOmitted": max(0, len(findings) - findings_limit),
+            **({"account": self.account} if self.account is not None else {}),
             **(
                 {
                     "revocation": "enforce" if self.enforce else "report-only",

@@ -37,6 +37,7 @@ from cache_ingress.reconcile.cursor import Cursor, CursorStore
 from cache_ingress.reconcile.listing import GroupPage
 from cache_ingress.reconcile.report import PairResult, PairStatus, Report
 from cache_ingress.reconcile.verdicts import PRINCIPAL_RULES, beyond_principals, judge, settled
+from cache_ingress.vpc_peering import ReadPeerings, with_peerings
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -136,10 +137,20 @@ class Reconciler:
         resolve_destinations: Resolve,
         granter: Callable[[], Granter],
         cursors: Callable[[], CursorStore] | None = None,
+        account: str | None = None,
+        members: Callable[[str], bool] | None = None,
+        peerings: ReadPeerings | None = None,
         ledger: Callable[[], Ledger] | None = None,
         revoker: Callable[[], Revoker] | None = None,
         ledger_cursors: Callable[[], CursorStore] | None = None,
     ) -> None:
+        """`account`: the member account this sweep covers, its groups listed through its
+        read role (docs/multi-account.md); None, the function's own. `members` says which
+        accounts are members (the decision's `event-account`); `peerings` reads the
+        peering connections of the caches' VPCs, for targets that admit peered VPCs."""
+        self._account = account
+        self._members = members
+        self._peerings = peerings
         self._settings = settings
         self._options = options
         self._policies = policies
@@ -160,9 +171,14 @@ class Reconciler:
         """What a resume token belongs to; a token saved for another listing is discarded."""
         settings = self._settings
         return (
-            f"{settings.account_id}/{settings.region}/tag-key={settings.tag_key}"
+            f"{self.account}/{settings.region}/tag-key={settings.tag_key}"
             f"/page-size={self._options.page_size}"
         )
+
+    @property
+    def account(self) -> str:
+        """The account whose groups this sweep lists."""
+        return self._account or self._settings.account_id
 
     def policy(self) -> Policy:
         """The policy a run would use now; raises PolicyError if it cannot be read or is
@@ -185,7 +201,7 @@ class Reconciler:
         try:
             self.sweep(report, context)
         finally:
-            _publish_metrics(report)
+            publish_metrics(report)
         return report.summary()
 
     def run(
@@ -256,24 +272,43 @@ class Reconciler:
                 _set_status(previews, "completed")
                 return previews
 
+    def granted_view(self) -> GrantedView:
+        """What is granted, read when first needed (once per run)."""
+        return GrantedView(self._read_granted, self._read_rules)
+
     def new_report(self, dry_run: bool | None = None) -> Report:
         return Report(
-            run_id=new_run_id(), dry_run=self._settings.dry_run if dry_run is None else dry_run
+            run_id=new_run_id(),
+            dry_run=self._settings.dry_run if dry_run is None else dry_run,
+            account=self._account,
         )
 
     def sweep(
-        self, report: Report, context: LambdaContext | None = None, *, resume: bool = True
+        self,
+        report: Report,
+        context: LambdaContext | None = None,
+        *,
+        resume: bool = True,
+        granted: GrantedView | None = None,
     ) -> None:
-        """Fill `report`; its summary is logged however the sweep ends."""
+        """Fill `report`; its summary is logged however the sweep ends. `granted`: what is
+        granted, as read by this run already (the sweep across accounts reads it once for
+        all of them); by default read anew."""
         try:
-            self._sweep(report, context, resume)
+            self._sweep(report, context, resume, granted)
         except BaseException as exc:
             report.status = "interrupted"
             _log_summary(report, error=f"{type(exc).__name__}: {exc}")
             raise
         _log_summary(report)
 
-    def _sweep(self, report: Report, context: LambdaContext | None, resume: bool) -> None:
+    def _sweep(
+        self,
+        report: Report,
+        context: LambdaContext | None,
+        resume: bool,
+        granted: GrantedView | None,
+    ) -> None:
         policy = self._policies.current()
         budget = Budget(context, self._options.time_reserve_ms)
         if not self._revocation_phase(report, policy, budget, context, resume):
@@ -281,7 +316,7 @@ class Reconciler:
         place = self._start(report, resume)
         run = _Run(
             policy=policy,
-            granted=GrantedView(self._read_granted, self._read_rules),
+            granted=granted or self.granted_view(),
             granter=None if report.dry_run else self._granter(),
             budget=budget,
             ledger=self._ledger() if self._ledger is not None else None,
@@ -454,6 +489,7 @@ class Reconciler:
             run.policy,
             account_id=settings.account_id,
             region=settings.region,
+            members=self._members,
         )
         first = len(report.pairs)
         plan = self._held(plan, run)
@@ -504,6 +540,7 @@ class Reconciler:
             policy,
             account_id=self._settings.account_id,
             region=self._settings.region,
+            members=self._members,
         )
         return {(trace.group_id, trace.target): trace for trace in traces}
 
@@ -513,7 +550,7 @@ class Reconciler:
             event_id=run_id,
             source=SOURCE,
             detail_type=DETAIL_TYPE,
-            account=self._settings.account_id,
+            account=self.account,
             region=self._settings.region,
             group_ids=tuple(group.group_id for group in groups),
         )
@@ -528,6 +565,7 @@ class Reconciler:
             run.policy,
             account_id=self._settings.account_id,
             region=self._settings.region,
+            members=self._members,
         )
 
     def _with_destinations(
@@ -541,12 +579,16 @@ class Reconciler:
         missing = [d for ds in named.values() for d in ds if d not in run.destinations]
         if missing:
             run.destinations.update(self._resolve(list(dict.fromkeys(missing))))
-        return [
+        looked_up = [
             replace(group, destinations={d: run.destinations[d] for d in named[group.group_id]})
             if named[group.group_id]
             else group
             for group in groups
         ]
+        if self._peerings is None:
+            return looked_up
+        by_id = {group.group_id: group for group in looked_up}
+        return list(with_peerings(by_id, run.policy, self._peerings).values())
 
 
 @dataclass
@@ -635,6 +677,8 @@ def _log_summary(report: Report, error: str | None = None) -> None:
         "granted_beyond_policy": report.granted_beyond_policy,
         **{status.replace("-", "_"): count for status, count in report.counts().items()},
     }
+    if report.account is not None:
+        fields["account"] = report.account
     if error is not None:
         logger.error("reconcile interrupted", extra={**fields, "error": error})
     elif report.status == "stopped":
@@ -643,7 +687,7 @@ def _log_summary(report: Report, error: str | None = None) -> None:
         logger.info("reconcile finished", extra=fields)
 
 
-def _publish_metrics(report: Report) -> None:
+def publish_metrics(report: Report) -> None:
     counts = report.counts()
     figures = [
         ("GroupsReconciled", report.groups_seen),
